@@ -1,0 +1,117 @@
+"""A text tower from any Hugging Face encoder checkpoint (BERT, RoBERTa, ALBERT, MiniLM, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from encoders.base import EncoderOutput, InvalidInputError, ProcessedBatch
+from encoders.text.tokenizers import load_tokenizer
+
+
+@dataclass(frozen=True)
+class HFTextEncoderConfig:
+    """Either ``pretrained`` (hub id or directory) or ``model_config`` (random init from a config dict).
+
+    ``tokenizer`` defaults to the checkpoint's own; give ``bundled:<name>`` or a path to override.
+    """
+
+    pretrained: str | None = None
+    revision: str | None = None
+    model_config: dict[str, Any] | None = None
+    tokenizer: str | None = None
+    max_length: int = 128
+    pooling: str = "mean"
+    trust_remote_code: bool = False
+    modality: str = "text"
+
+    def __post_init__(self) -> None:
+        if (self.pretrained is None) == (self.model_config is None):
+            raise ValueError("give exactly one of 'pretrained' (hub id or directory) or 'model_config'")
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"unknown pooling {self.pooling!r}; allowed: mean, cls")
+        if self.pretrained is None and self.tokenizer is None:
+            raise ValueError("a text encoder built from 'model_config' needs a 'tokenizer' source")
+
+    def num_tokens(self, size: int) -> int:
+        """Tokens for a text of ``size`` token ids (specials included), after truncation."""
+        return min(size, self.max_length)
+
+
+def _auto_config(config: HFTextEncoderConfig) -> Any:
+    from transformers import AutoConfig
+
+    if config.model_config is not None:
+        params = dict(config.model_config)
+        return AutoConfig.for_model(params.pop("model_type"), **params)
+    return AutoConfig.from_pretrained(
+        config.pretrained, revision=config.revision, trust_remote_code=config.trust_remote_code
+    )
+
+
+class HFTextEncoder(nn.Module):
+    """Per-token hidden states of the last layer, mask from the attention mask, mean or CLS pooling."""
+
+    config_class = HFTextEncoderConfig
+    modality = "text"
+
+    def __init__(self, config: HFTextEncoderConfig, load_pretrained: bool = True) -> None:
+        super().__init__()
+        from transformers import AutoModel
+
+        self.config = config
+        self.modality = config.modality
+        if config.pretrained is not None and load_pretrained:
+            self.model = AutoModel.from_pretrained(
+                config.pretrained,
+                revision=config.revision,
+                trust_remote_code=config.trust_remote_code,
+            )
+        else:
+            self.model = AutoModel.from_config(_auto_config(config))
+        self.hidden_size = int(self.model.config.hidden_size)
+
+    def num_tokens(self, size: int) -> int:
+        return self.config.num_tokens(size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.bool()
+        if self.config.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return EncoderOutput(tokens=hidden, mask=mask, pooled=pooled)
+
+
+@dataclass
+class HFTextProcessor:
+    """Texts -> padded ``input_ids``/``attention_mask`` with the tower's tokenizer (right padding)."""
+
+    config: HFTextEncoderConfig
+    tokenizer: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tokenizer is None:
+            source = self.config.tokenizer or self.config.pretrained
+            self.tokenizer = load_tokenizer(source, self.config.revision, self.config.trust_remote_code)
+
+    def __call__(self, items: Sequence[str]) -> ProcessedBatch:
+        for i, text in enumerate(items):
+            if not isinstance(text, str):
+                raise InvalidInputError(f"text item {i} is a {type(text).__name__}, expected str: {text!r:.80}")
+        enc = self.tokenizer(
+            list(items), padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+        )
+        sizes = [int(n) for n in enc["attention_mask"].sum(1)]
+        return ProcessedBatch(
+            inputs={"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, sizes=sizes
+        )
+
+
+HFTextEncoder.processor_class = HFTextProcessor

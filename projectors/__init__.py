@@ -1,0 +1,1 @@
+"""Projectors map encoder tokens into a backbone's embedding space. Never imports ``zoo``."""

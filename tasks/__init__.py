@@ -1,0 +1,1 @@
+"""Task definitions, data readers, heads and metrics (pure functions). Never imports ``zoo``."""

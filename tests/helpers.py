@@ -1,0 +1,37 @@
+"""Small builders shared by tests: images and tiny specs made here, nothing downloaded."""
+
+from __future__ import annotations
+
+import numpy as np
+
+TINY_VIT = {
+    "model_name": "vit_tiny_patch16_224",
+    "model_kwargs": {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2},
+}
+TINY_BERT = {
+    "model_type": "bert",
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "vocab_size": 600,
+    "max_position_embeddings": 128,
+}
+
+
+def image(seed: int, size: tuple[int, int] = (40, 48)) -> np.ndarray:
+    """A random uint8 RGB image."""
+    return np.random.RandomState(seed).randint(0, 256, (*size, 3), dtype=np.uint8)
+
+
+def dual_encoder_spec() -> dict:
+    """A tiny CLIP-style spec: timm ViT tower + BERT text tower with the bundled tokenizer."""
+    return {
+        "type": "dual-encoder",
+        "towers": {"image": {"type": "timm", "config": TINY_VIT}},
+        "text_tower": {
+            "type": "hf-text",
+            "config": {"model_config": TINY_BERT, "tokenizer": "bundled:tiny-bpe", "max_length": 32},
+        },
+        "embed_dim": 16,
+    }

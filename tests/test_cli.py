@@ -1,0 +1,38 @@
+"""The ``zoo`` CLI: list, info, errors, and the demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from zoo.cli import app
+
+runner = CliRunner()
+
+
+def test_list_shows_names_with_descriptions():
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0
+    line = next(line for line in result.output.splitlines() if line.startswith("tiny-test-vlm"))
+    assert "Random-init tiny vision-language model" in line
+
+
+def test_info_prints_spec_and_licence():
+    result = runner.invoke(app, ["info", "tiny-test-vlm"])
+    assert result.exit_code == 0
+    assert "licence: apache-2.0" in result.output and "model_name: vit_tiny_patch16_224" in result.output
+
+
+def test_unknown_name_exits_2_with_suggestion():
+    out = subprocess.run([sys.executable, "-m", "zoo.cli", "info", "tiny-vlm"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "no model named 'tiny-vlm'. Did you mean: tiny-test-vlm?" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_demo_runs_forward_and_generate():
+    out = subprocess.run([sys.executable, "-m", "zoo.cli", "demo"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "loss on answer tokens" in out.stdout and "generate (greedy" in out.stdout

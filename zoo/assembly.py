@@ -1,0 +1,130 @@
+"""Assemble a model from its spec: encoders -> projectors -> backbone (or text tower) -> processor."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from zoo import registry
+from zoo.spec import (
+    ComponentSpec,
+    DualEncoderSpec,
+    ModelSpec,
+    MultimodalLMSpec,
+    SpecError,
+    config_to_dict,
+    make_config,
+)
+
+
+class ProcessorDriftError(ValueError):
+    """A saved processor config differs from what the model's components resolve to now."""
+
+
+def _normalised(data: Any) -> Any:
+    return json.loads(json.dumps(data))
+
+
+def resolve_component(kind: str, component: ComponentSpec, where: str) -> tuple[Any, Any]:
+    """The registered class for ``component.type`` and its config, checked key by key."""
+    cls = registry.resolve(kind, component.type)
+    config = make_config(cls.config_class, component.config, f"{where}.config")
+    return cls, config
+
+
+def _encoder(component: ComponentSpec, where: str, modality: str, load_pretrained: bool) -> Any:
+    cls, config = resolve_component("encoder", component, where)
+    encoder = cls(config, load_pretrained=load_pretrained)
+    if encoder.modality != modality:
+        raise SpecError(f"{where} is a {encoder.modality!r} encoder but is listed under {modality!r}")
+    return encoder
+
+
+def _check_drift(saved: Mapping[str, Any] | None, encoders: Mapping[str, Any]) -> None:
+    if saved is None:
+        return
+    for modality, encoder in encoders.items():
+        now = _normalised(config_to_dict(encoder.config))
+        before = saved.get("encoders", {}).get(modality)
+        if before != now:
+            changed = sorted(k for k in set(now) | set(before or {}) if (before or {}).get(k) != now.get(k))
+            raise ProcessorDriftError(
+                f"the saved {modality} processor config differs from the model's ({', '.join(changed)}); "
+                "the checkpoint was saved with other component versions — re-save it with this version"
+            )
+
+
+def build_model(
+    spec: ModelSpec,
+    load_pretrained: bool = True,
+    saved_processor: Mapping[str, Any] | None = None,
+    tokenizer_dir: Path | None = None,
+) -> Any:
+    """Build ``spec`` with a fixed seed. ``load_pretrained=False`` skips component hub weights (the caller
+    loads a full state dict); ``saved_processor``/``tokenizer_dir`` restore a saved processor and are checked
+    against the rebuilt components."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        if isinstance(spec, MultimodalLMSpec):
+            return _build_multimodal_lm(spec, load_pretrained, saved_processor, tokenizer_dir)
+        if isinstance(spec, DualEncoderSpec):
+            return _build_dual_encoder(spec, load_pretrained, saved_processor, tokenizer_dir)
+    raise SpecError(f"cannot build a spec of type {type(spec).__name__}")
+
+
+def _build_multimodal_lm(
+    spec: MultimodalLMSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, tokenizer_dir: Path | None
+) -> Any:
+    from encoders.text.tokenizers import BUNDLED_PREFIX, load_tokenizer
+    from zoo.backbones import HFCausalLM
+    from zoo.models.multimodal_lm import MultimodalLM
+    from zoo.processing import MultimodalProcessor
+
+    encoders = {
+        m: _encoder(c, f"spec.encoders.{m}", m, load_pretrained) for m, c in sorted(spec.encoders.items())
+    }
+    _check_drift(saved, encoders)
+    if tokenizer_dir is not None:
+        tokenizer = load_tokenizer(str(tokenizer_dir))
+    else:
+        source = spec.tokenizer.path
+        tokenizer = load_tokenizer(BUNDLED_PREFIX + source if spec.tokenizer.type == "bundled" else source,
+                                   spec.tokenizer.revision)
+    projector_classes = {
+        m: resolve_component("projector", c, f"spec.projectors.{m}") for m, c in sorted(spec.projectors.items())
+    }
+    processor = MultimodalProcessor(
+        tokenizer,
+        {m: e.processor_class(e.config) for m, e in encoders.items()},
+        {m: config for m, (_, config) in projector_classes.items()},
+        {m: spec.placeholder(m) for m in encoders},
+    )
+    backbone_cls, backbone_config = resolve_component("backbone", spec.backbone, "spec.backbone")
+    language_model = backbone_cls.build(backbone_config, vocab_size=len(tokenizer), load_pretrained=load_pretrained)
+    width = language_model.get_input_embeddings().embedding_dim
+    projectors = {
+        m: cls(config, encoders[m].hidden_size, width) for m, (cls, config) in projector_classes.items()
+    }
+    return MultimodalLM(spec, encoders, projectors, language_model, processor)
+
+
+def _build_dual_encoder(
+    spec: DualEncoderSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, tokenizer_dir: Path | None
+) -> Any:
+    from zoo.models.dual_encoder import DualEncoder, DualEncoderProcessor
+
+    towers = {m: _encoder(c, f"spec.towers.{m}", m, load_pretrained) for m, c in sorted(spec.towers.items())}
+    text_tower = _encoder(spec.text_tower, "spec.text_tower", "text", load_pretrained)
+    _check_drift(saved, {**towers, "text": text_tower})
+    processors = {m: t.processor_class(t.config) for m, t in towers.items()}
+    if tokenizer_dir is not None:
+        from encoders.text.tokenizers import load_tokenizer
+
+        processors["text"] = text_tower.processor_class(text_tower.config, tokenizer=load_tokenizer(str(tokenizer_dir)))
+    else:
+        processors["text"] = text_tower.processor_class(text_tower.config)
+    return DualEncoder(spec, towers, text_tower, DualEncoderProcessor(processors))

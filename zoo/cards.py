@@ -1,0 +1,123 @@
+"""Model cards: Hugging Face style Markdown with YAML front matter holding the spec, weights and results."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.resources import files
+from typing import Any
+
+from zoo.registry import UnknownComponentError, suggest
+from zoo.spec import SpecError, _check_keys
+
+CARD_KEYS = ["name", "description", "license", "tasks", "spec", "weights", "eval_results", "source", "tags"]
+WEIGHT_KEYS = ["file", "url", "hf_repo", "hf_filename", "revision", "sha256", "format", "key_map", "prefix"]
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """One weight file: where it comes from and the sha256 it must have.
+
+    ``format`` is ``safetensors`` (loaded as is) or ``torch-pickle`` (only through an explicit conversion
+    with ``torch.load(weights_only=True)`` and the ``key_map``, a ``"module:function"``). ``prefix`` is
+    prepended to the file's keys (a file that holds one component's weights).
+    """
+
+    file: str
+    sha256: str
+    format: str = "safetensors"
+    url: str | None = None
+    hf_repo: str | None = None
+    hf_filename: str | None = None
+    revision: str | None = None
+    key_map: str | None = None
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A parsed card. ``spec`` stays plain data until a model is built."""
+
+    name: str
+    description: str
+    license: str
+    spec: dict[str, Any]
+    tasks: list[str] = field(default_factory=list)
+    weights: list[WeightSource] = field(default_factory=list)
+    eval_results: list[dict[str, Any]] = field(default_factory=list)
+    source: str = ""
+    tags: list[str] = field(default_factory=list)
+    body: str = ""
+    path: str = ""
+
+
+def split_front_matter(text: str, where: str) -> tuple[dict[str, Any], str]:
+    """Return (front matter mapping, Markdown body) of a card's text."""
+    import yaml
+
+    if not text.startswith("---\n"):
+        raise SpecError(f"{where}: a model card must start with '---' YAML front matter")
+    end = text.find("\n---", 4)
+    if end < 0:
+        raise SpecError(f"{where}: front matter is not closed by a '---' line")
+    meta = yaml.safe_load(text[4:end]) or {}
+    return meta, text[end + 4 :].lstrip("\n")
+
+
+def parse_card(text: str, where: str) -> ModelCard:
+    """Parse card text; unknown front-matter keys are errors naming the allowed ones."""
+    meta, body = split_front_matter(text, where)
+    _check_keys(meta, CARD_KEYS, f"{where} front matter", ["name", "description", "license", "spec"])
+    weights = []
+    for i, w in enumerate(meta.get("weights") or []):
+        _check_keys(w, WEIGHT_KEYS, f"{where} weights[{i}]", ["file", "sha256"])
+        weights.append(WeightSource(**w))
+    return ModelCard(
+        name=meta["name"],
+        description=meta["description"],
+        license=meta["license"],
+        spec=meta["spec"],
+        tasks=list(meta.get("tasks") or []),
+        weights=weights,
+        eval_results=list(meta.get("eval_results") or []),
+        source=meta.get("source", ""),
+        tags=list(meta.get("tags") or []),
+        body=body,
+        path=where,
+    )
+
+
+@lru_cache(maxsize=1)
+def _card_files() -> dict[str, Any]:
+    root = files("model_cards")
+    return {p.name[:-3]: p for p in root.iterdir() if p.name.endswith(".md")}
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names of the models that have a card, optionally filtered by a glob ``pattern`` (e.g. ``'*gnn*'``)."""
+    all_names = sorted(_card_files())
+    return [n for n in all_names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+@lru_cache(maxsize=None)
+def card(name: str) -> ModelCard:
+    """The card of a named model; unknown names get the closest names suggested."""
+    table = _card_files()
+    if name not in table:
+        raise UnknownComponentError(
+            f"no model named {name!r}.{suggest(name, list(table))} Run `zoo list` to see all models."
+        )
+    parsed = parse_card(table[name].read_text(encoding="utf-8"), f"model_cards/{name}.md")
+    if parsed.name != name:
+        raise SpecError(f"model_cards/{name}.md declares name {parsed.name!r}; the file name must match")
+    return parsed
+
+
+def render_card(name: str, description: str, license: str, spec: dict[str, Any], body: str, **extra: Any) -> str:
+    """Card text for ``save_pretrained``: front matter then a Markdown body."""
+    import yaml
+
+    meta = {"name": name, "description": description, "license": license, "spec": spec}
+    meta.update({k: v for k, v in extra.items() if v})
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n" + body

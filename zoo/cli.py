@@ -1,0 +1,73 @@
+"""The ``zoo`` command line: ``zoo list``, ``zoo info NAME``, ``zoo demo``.
+
+Listing reads cards only, so it never imports torch and answers quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="modalzoo: multimodal models by name.", no_args_is_help=True, add_completion=False)
+
+
+@app.command("list")
+def list_cmd(
+    pattern: Optional[str] = typer.Argument(None, help="glob filter, e.g. '*gnn*'"),  # noqa: UP045 (typer)
+    as_json: bool = typer.Option(False, "--json", help="print a JSON list of names and descriptions"),
+) -> None:
+    """List the named models with a one-line description."""
+    from zoo.cards import card, list_models
+
+    rows = [(name, card(name).description) for name in list_models(pattern)]
+    if as_json:
+        typer.echo(json.dumps([{"name": n, "description": d} for n, d in rows], indent=2))
+        return
+    width = max((len(n) for n, _ in rows), default=4)
+    for name, description in rows:
+        typer.echo(f"{name:<{width}}  {description}")
+
+
+@app.command("info")
+def info_cmd(name: str = typer.Argument(..., help="a model name from `zoo list`")) -> None:
+    """Show a model's card: description, licence, weights, spec and results."""
+    import yaml
+
+    from zoo.cards import card
+
+    c = card(name)
+    typer.echo(f"{c.name}: {c.description}\nlicence: {c.license}\ntasks: {', '.join(c.tasks) or '-'}")
+    if c.source:
+        typer.echo(f"source: {c.source}")
+    for w in c.weights:
+        typer.echo(f"weights: {w.file} sha256={w.sha256} ({w.url or w.hf_repo or 'local only'})")
+    typer.echo("spec:\n" + yaml.safe_dump(c.spec, sort_keys=False).rstrip())
+    for r in c.eval_results:
+        typer.echo(f"result: {json.dumps(r)}")
+
+
+@app.command("demo")
+def demo_cmd() -> None:
+    """Build tiny-test-vlm, run a batch through forward and generate, and say what happened."""
+    from zoo.demo import run_demo
+
+    run_demo()
+
+
+def main() -> None:
+    """Console entry point; errors from user input print as one clear line, not a traceback."""
+    from zoo.registry import UnknownComponentError
+    from zoo.spec import SpecError
+
+    try:
+        app()
+    except (UnknownComponentError, SpecError, FileNotFoundError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

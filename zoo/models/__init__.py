@@ -1,0 +1,1 @@
+"""The two model families the zoo assembles: ``MultimodalLM`` and ``DualEncoder``."""

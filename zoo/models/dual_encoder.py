@@ -1,0 +1,95 @@
+"""``DualEncoder``: modality towers and a text tower projected into one normalised space (CLIP-style)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.models.pretrained import PretrainedMixin
+from zoo.processing import move_to
+
+
+class DualEncoderProcessor:
+    """One processor per tower; ``text`` is the text tower's."""
+
+    def __init__(self, processors: Mapping[str, Any]) -> None:
+        self.processors = dict(processors)
+
+    def __call__(self, modality: str, items: Sequence[Any]) -> Any:
+        if modality not in self.processors:
+            raise KeyError(f"no {modality!r} tower; this model has: {', '.join(self.processors)}")
+        return self.processors[modality](items)
+
+    def config_dict(self) -> dict[str, Any]:
+        from zoo.spec import config_to_dict
+
+        return {"encoders": {m: config_to_dict(p.config) for m, p in self.processors.items()}}
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        tokenizer = getattr(self.processors["text"], "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(Path(directory) / "tokenizer")
+
+
+class DualEncoder(PretrainedMixin, nn.Module):
+    """``embed(modality, items)``, ``embed_text(texts)``, ``similarity(a, b)``; contrastive loss in ``forward``."""
+
+    def __init__(
+        self,
+        spec: Any,
+        towers: Mapping[str, nn.Module],
+        text_tower: nn.Module,
+        processor: DualEncoderProcessor,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.towers = nn.ModuleDict(towers)
+        self.text_tower = text_tower
+        self.projections = nn.ModuleDict(
+            {m: nn.Linear(t.hidden_size, spec.embed_dim, bias=False) for m, t in towers.items()}
+        )
+        self.text_projection = nn.Linear(text_tower.hidden_size, spec.embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(float(spec.init_logit_scale)))
+        self.processor = processor
+
+    def _tower_and_projection(self, modality: str) -> tuple[nn.Module, nn.Module]:
+        if modality == "text":
+            return self.text_tower, self.text_projection
+        if modality not in self.towers:
+            raise KeyError(f"no {modality!r} tower; this model has: {', '.join([*self.towers, 'text'])}")
+        return self.towers[modality], self.projections[modality]
+
+    def embed_processed(self, modality: str, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """L2-normalised embeddings ``[B, embed_dim]`` from already processed inputs."""
+        tower, projection = self._tower_and_projection(modality)
+        pooled = tower(**move_to(dict(inputs), self.device)).pooled
+        return F.normalize(projection(pooled), dim=-1)
+
+    def embed(self, modality: str, items: Sequence[Any]) -> torch.Tensor:
+        """L2-normalised embeddings of raw items of ``modality``."""
+        return self.embed_processed(modality, self.processor(modality, items).inputs)
+
+    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.embed("text", texts)
+
+    @staticmethod
+    def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities ``[len(a), len(b)]`` of normalised embeddings (small sets only; retrieval over
+        large galleries streams top-k in ``tasks.metrics``)."""
+        return a @ b.T
+
+    def forward(
+        self, modality: str, inputs: Mapping[str, Any], text_inputs: Mapping[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """Symmetric InfoNCE loss over a batch of matching (item, text) pairs."""
+        item_emb = self.embed_processed(modality, inputs)
+        text_emb = self.embed_processed("text", text_inputs)
+        logits = self.logit_scale.exp() * item_emb @ text_emb.T
+        target = torch.arange(len(logits), device=logits.device)
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        return {"loss": loss, "logits": logits}

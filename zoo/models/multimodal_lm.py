@@ -1,0 +1,119 @@
+"""``MultimodalLM``: encoders -> projectors -> features scattered into a causal LM's input embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.models.pretrained import PretrainedMixin
+from zoo.processing import MultimodalBatch, MultimodalProcessor, PlaceholderCountError
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so left padding does not shift them (batch-size invariance)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class MultimodalLM(PretrainedMixin, nn.Module):
+    """A LLaVA-style model over any number of modalities, several items per prompt."""
+
+    def __init__(
+        self,
+        spec: Any,
+        encoders: Mapping[str, nn.Module],
+        projectors: Mapping[str, nn.Module],
+        language_model: nn.Module,
+        processor: MultimodalProcessor,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoders = nn.ModuleDict(encoders)
+        self.projectors = nn.ModuleDict(projectors)
+        self.language_model = language_model
+        self.processor = processor
+
+    def encode_modality(self, modality: str, inputs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected tokens ``[n_items, M, D_lm]`` and their mask for one modality's processed inputs."""
+        encoder_inputs = {k: v for k, v in inputs.items() if k != "items_per_sample"}
+        encoded = self.encoders[modality](**encoder_inputs)
+        return self.projectors[modality](encoded.tokens, encoded.mask)
+
+    def embed_inputs(self, input_ids: torch.Tensor, modality_inputs: Mapping[str, Any] | None) -> torch.Tensor:
+        """Token embeddings with each placeholder run replaced by its item's projected features."""
+        embeds = self.language_model.get_input_embeddings()(input_ids)
+        for modality, inputs in (modality_inputs or {}).items():
+            tokens, mask = self.encode_modality(modality, inputs)
+            placeholder_id = self.processor.placeholder_ids[modality]
+            is_placeholder = input_ids == placeholder_id
+            self._check_counts(modality, is_placeholder, mask, inputs["items_per_sample"])
+            features = tokens[mask].to(embeds.dtype)
+            embeds = embeds.masked_scatter(is_placeholder.unsqueeze(-1).expand_as(embeds), features)
+        return embeds
+
+    def _check_counts(
+        self, modality: str, is_placeholder: torch.Tensor, mask: torch.Tensor, items_per_sample: torch.Tensor
+    ) -> None:
+        per_item = mask.sum(1)
+        owners = torch.repeat_interleave(
+            torch.arange(len(items_per_sample), device=per_item.device), items_per_sample.to(per_item.device)
+        )
+        expected = torch.zeros(is_placeholder.shape[0], dtype=per_item.dtype, device=per_item.device)
+        expected.index_add_(0, owners, per_item)
+        found = is_placeholder.sum(1).to(expected.dtype)
+        bad = (found != expected).nonzero().flatten().tolist()
+        if bad:
+            i = bad[0]
+            raise PlaceholderCountError(
+                f"sample {i} has {int(found[i])} {self.processor.placeholders[modality]} placeholder tokens but its "
+                f"{int(items_per_sample[i])} {modality} item(s) produce {int(expected[i])} feature tokens "
+                f"({len(bad)} sample(s) disagree); build inputs with model.processor so the counts match"
+            )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        modality_inputs: Mapping[str, Any] | None = None,
+        labels: torch.Tensor | None = None,
+        **lm_kwargs: Any,
+    ) -> Any:
+        """The LM's output; with ``labels`` its loss covers the answer tokens only (the rest is -100)."""
+        embeds = self.embed_inputs(input_ids, modality_inputs)
+        return self.language_model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            labels=labels,
+            **lm_kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        modality_inputs: Mapping[str, Any] | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """New token ids ``[B, T_new]`` for a left-padded batch (``model.processor(...)`` pads left)."""
+        if bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError("generate needs left padding: build the batch with processor(..., padding_side='left')")
+        embeds = self.embed_inputs(input_ids, modality_inputs)
+        tokenizer = self.processor.tokenizer
+        generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+        generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+
+    def generate_text(
+        self,
+        prompts: Sequence[str],
+        items: Mapping[str, Sequence[Sequence[Any]]] | None = None,
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """Prompts + raw items -> generated strings, batched with left padding."""
+        batch: MultimodalBatch = self.processor(prompts, items, padding_side="left").to(self.device)
+        new_tokens = self.generate(**batch, **generate_kwargs)
+        return self.processor.batch_decode(new_tokens)

@@ -1,0 +1,197 @@
+"""The multimodal processor: prompts with placeholders + raw items -> one batch for ``MultimodalLM``.
+
+Each placeholder (``<image>``, ``<molecule>``, ...) is expanded to exactly as many placeholder tokens as the
+item will produce after encoder and projector. That count comes from the same config objects the model was
+built from (``projector.num_tokens(encoder.num_tokens(size))``), and the model checks it again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from encoders.base import InvalidInputError
+
+IGNORE_INDEX = -100
+
+
+class PlaceholderCountError(ValueError):
+    """A prompt's placeholders do not match its items (or the model's feature tokens)."""
+
+
+def move_to(value: Any, device: Any) -> Any:
+    """Move tensors (and objects with ``.to``, like a PyG ``Batch``) inside nested dicts to ``device``."""
+    if isinstance(value, Mapping):
+        return type(value)({k: move_to(v, device) for k, v in value.items()})
+    return value.to(device) if hasattr(value, "to") else value
+
+
+class MultimodalBatch(dict):
+    """A dict of model inputs (``input_ids``, ``attention_mask``, ``labels``, ``modality_inputs``,
+    ``items_per_sample``) with ``.to(device)`` that reaches nested inputs."""
+
+    def to(self, device: Any) -> MultimodalBatch:
+        return MultimodalBatch(move_to(dict(self), device))
+
+
+class MultimodalProcessor:
+    """Tokenizer + one processor per modality + the token-count functions of encoders and projectors."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        modality_processors: Mapping[str, Any],
+        projector_configs: Mapping[str, Any],
+        placeholders: Mapping[str, str],
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.modality_processors = dict(modality_processors)
+        self.projector_configs = dict(projector_configs)
+        self.placeholders = {m: placeholders[m] for m in self.modality_processors}
+        missing = [tok for tok in self.placeholders.values() if tok not in tokenizer.get_vocab()]
+        if missing:
+            tokenizer.add_special_tokens(
+                {"additional_special_tokens": missing}, replace_extra_special_tokens=False
+            )
+        self.placeholder_ids = {m: tokenizer.convert_tokens_to_ids(t) for m, t in self.placeholders.items()}
+        self._split = re.compile("(" + "|".join(re.escape(t) for t in self.placeholders.values()) + ")")
+        self._modality_of = {t: m for m, t in self.placeholders.items()}
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; set one before building the processor")
+
+    def num_tokens(self, modality: str, size: Any) -> int:
+        """Placeholder tokens for one item of ``modality`` whose processor-reported size is ``size``."""
+        encoder_config = self.modality_processors[modality].config
+        return self.projector_configs[modality].num_tokens(encoder_config.num_tokens(size))
+
+    def config_dict(self) -> dict[str, Any]:
+        """What ``save_pretrained`` writes under ``processor`` in config.json."""
+        from zoo.spec import config_to_dict
+
+        return {
+            "placeholders": dict(self.placeholders),
+            "encoders": {m: config_to_dict(p.config) for m, p in self.modality_processors.items()},
+            "projectors": {m: config_to_dict(c) for m, c in self.projector_configs.items()},
+        }
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        self.tokenizer.save_pretrained(Path(directory) / "tokenizer")
+
+    def _process_items(
+        self, items: Mapping[str, Sequence[Sequence[Any]]], batch_size: int
+    ) -> tuple[dict[str, Any], dict[str, list[list[int]]]]:
+        import torch
+
+        modality_inputs: dict[str, Any] = {}
+        counts: dict[str, list[list[int]]] = {}
+        for modality, per_sample in items.items():
+            if modality not in self.modality_processors:
+                raise InvalidInputError(
+                    f"this model has no {modality!r} encoder; it takes: {', '.join(self.modality_processors)}"
+                )
+            if len(per_sample) != batch_size:
+                raise InvalidInputError(
+                    f"items[{modality!r}] has {len(per_sample)} entries for {batch_size} prompts; give one "
+                    "list of items per prompt"
+                )
+            flat, owner = [], []
+            for i, sample_items in enumerate(per_sample):
+                if isinstance(sample_items, (str, bytes)) or not isinstance(sample_items, Sequence):
+                    raise InvalidInputError(
+                        f"items[{modality!r}][{i}] must be a list of items for prompt {i}, "
+                        f"got {type(sample_items).__name__}"
+                    )
+                flat.extend(sample_items)
+                owner.extend((i, k) for k in range(len(sample_items)))
+            if not flat:
+                continue
+            try:
+                processed = self.modality_processors[modality](flat)
+            except InvalidInputError as err:
+                raise InvalidInputError(f"{modality} items of this batch: {err}") from err
+            modality_inputs[modality] = {
+                **processed.inputs,
+                "items_per_sample": torch.tensor([len(s) for s in per_sample], dtype=torch.long),
+            }
+            per_item = [self.num_tokens(modality, size) for size in processed.sizes]
+            counts[modality] = [[] for _ in range(batch_size)]
+            for (i, _), n in zip(owner, per_item):
+                counts[modality][i].append(n)
+        return modality_inputs, counts
+
+    def _prompt_ids(self, i: int, prompt: str, counts: dict[str, list[list[int]]]) -> list[int]:
+        ids: list[int] = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
+        used = dict.fromkeys(self.placeholders, 0)
+        for part in self._split.split(prompt):
+            if part in self._modality_of:
+                modality = self._modality_of[part]
+                sample_counts = counts.get(modality, [[]] * (i + 1))[i]
+                k = used[modality]
+                if k >= len(sample_counts):
+                    raise PlaceholderCountError(
+                        f"prompt {i} has more {part} placeholders than {modality} items ({len(sample_counts)})"
+                    )
+                ids.extend([self.placeholder_ids[modality]] * sample_counts[k])
+                used[modality] += 1
+            elif part:
+                ids.extend(self.tokenizer(part, add_special_tokens=False)["input_ids"])
+        for modality, n_used in used.items():
+            n_items = len(counts.get(modality, [[]] * (i + 1))[i])
+            if n_used != n_items:
+                raise PlaceholderCountError(
+                    f"prompt {i} has {n_used} {self.placeholders[modality]} placeholder(s) but {n_items} "
+                    f"{modality} item(s); put one placeholder in the prompt for each item"
+                )
+        return ids
+
+    def __call__(
+        self,
+        prompts: Sequence[str],
+        items: Mapping[str, Sequence[Sequence[Any]]] | None = None,
+        targets: Sequence[str] | None = None,
+        padding_side: str = "left",
+    ) -> MultimodalBatch:
+        """Tokenize ``prompts`` (with ``targets`` appended for training), expanding placeholders.
+
+        ``items[modality][i]`` is the list of raw items for prompt ``i``, in the order their placeholders
+        appear. With ``targets``, ``labels`` mark only the answer tokens (and EOS); the rest is -100.
+        """
+        import torch
+
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of strings, not one string")
+        if targets is not None and len(targets) != len(prompts):
+            raise ValueError(f"{len(targets)} targets for {len(prompts)} prompts")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        modality_inputs, counts = self._process_items(items or {}, len(prompts))
+        sequences, label_rows = [], []
+        for i, prompt in enumerate(prompts):
+            ids = self._prompt_ids(i, prompt, counts)
+            labels = [IGNORE_INDEX] * len(ids)
+            if targets is not None:
+                answer = self.tokenizer(targets[i], add_special_tokens=False)["input_ids"]
+                answer.append(self.tokenizer.eos_token_id)
+                ids, labels = ids + answer, labels + answer
+            sequences.append(ids)
+            label_rows.append(labels)
+        width = max(len(s) for s in sequences)
+        pad = self.tokenizer.pad_token_id
+
+        def padded(row: list[int], value: int) -> list[int]:
+            fill = [value] * (width - len(row))
+            return fill + row if padding_side == "left" else row + fill
+
+        batch = MultimodalBatch(
+            input_ids=torch.tensor([padded(s, pad) for s in sequences], dtype=torch.long),
+            attention_mask=torch.tensor([padded([1] * len(s), 0) for s in sequences], dtype=torch.long),
+            modality_inputs=modality_inputs,
+        )
+        if targets is not None:
+            batch["labels"] = torch.tensor([padded(r, IGNORE_INDEX) for r in label_rows], dtype=torch.long)
+        return batch
+
+    def batch_decode(self, token_ids: Any) -> list[str]:
+        return [t.strip() for t in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]

@@ -1,0 +1,100 @@
+"""The one registry: component kind -> name -> ``"module:attr"``, resolved lazily on first use.
+
+Built-in entries are data (below). Third-party packages add entries through the entry-point group
+``modalzoo.plugins``: an entry point named ``"<kind>.<name>"`` whose value is ``"module:attr"``.
+Nothing is imported until an entry is resolved, so listing names never pulls in torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Any
+
+KINDS: tuple[str, ...] = ("encoder", "projector", "backbone", "task", "metric")
+PLUGIN_GROUP = "modalzoo.plugins"
+
+BUILTINS: dict[str, dict[str, str]] = {
+    "encoder": {
+        "timm": "encoders.image.timm_encoder:TimmImageEncoder",
+        "hf-text": "encoders.text.hf_encoder:HFTextEncoder",
+    },
+    "projector": {
+        "identity": "projectors.simple:IdentityProjector",
+        "linear": "projectors.simple:LinearProjector",
+        "mlp": "projectors.simple:MLPProjector",
+    },
+    "backbone": {
+        "hf-causal-lm": "zoo.backbones:HFCausalLM",
+    },
+    "task": {},
+    "metric": {},
+}
+
+
+class UnknownComponentError(KeyError):
+    """A registry name that does not exist; the message lists the closest names."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; show the message as written
+        return str(self.args[0])
+
+
+def suggest(name: str, candidates: list[str]) -> str:
+    """A 'did you mean' phrase for ``name`` among ``candidates`` (empty when nothing is close)."""
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+@lru_cache(maxsize=1)
+def _plugin_entries() -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
+    for ep in entry_points(group=PLUGIN_GROUP):
+        kind, _, name = ep.name.partition(".")
+        if kind not in found or not name:
+            raise ValueError(
+                f"plugin entry point {ep.name!r} in group {PLUGIN_GROUP!r} must be named '<kind>.<name>' "
+                f"with kind one of {', '.join(KINDS)}"
+            )
+        found[kind][name] = ep.value
+    return found
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown component kind {kind!r}; allowed: {', '.join(KINDS)}")
+
+
+def entries(kind: str) -> dict[str, str]:
+    """All ``name -> "module:attr"`` entries of one kind, built-ins first, then plugins."""
+    _check_kind(kind)
+    return {**BUILTINS[kind], **_plugin_entries()[kind]}
+
+
+def names(kind: str) -> list[str]:
+    """Sorted names of one kind."""
+    return sorted(entries(kind))
+
+
+def register(kind: str, name: str, target: str) -> None:
+    """Add an entry at run time (tests, notebooks); ``target`` is ``"module:attr"``."""
+    _check_kind(kind)
+    if ":" not in target:
+        raise ValueError(f"registry target must look like 'module:attr', got {target!r}")
+    BUILTINS[kind][name] = target
+
+
+def resolve(kind: str, name: str) -> Any:
+    """Import and return the object registered as ``name`` under ``kind``."""
+    table = entries(kind)
+    if name not in table:
+        raise UnknownComponentError(
+            f"no {kind} named {name!r}.{suggest(name, list(table))} Known {kind}s: {', '.join(sorted(table))}"
+        )
+    module_name, _, attr = table[name].partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError as err:
+        raise ImportError(f"registry entry {kind}.{name} points to {table[name]!r}, which does not exist") from err

@@ -1,0 +1,205 @@
+"""Model specs: frozen dataclasses with an exact JSON/YAML round trip.
+
+Every spec and sub-spec is chosen by an explicit ``type`` field, never by which keys are present.
+Unknown keys are errors naming the key and the allowed ones. Component ``config`` mappings are checked
+against the component's own config dataclass by :func:`make_config` when the model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+DEFAULT_PLACEHOLDERS: dict[str, str] = {
+    "image": "<image>",
+    "molecule_graph": "<molecule>",
+    "smiles": "<smiles>",
+    "audio": "<audio>",
+    "audio_codec": "<audio_codes>",
+}
+
+
+class SpecError(ValueError):
+    """A spec that cannot be parsed; the message says where and what is allowed."""
+
+
+def _check_keys(data: Mapping[str, Any], allowed: list[str], where: str, required: list[str]) -> None:
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{where} must be a mapping, got {type(data).__name__}")
+    for key in data:
+        if key not in allowed:
+            raise SpecError(f"unknown key {key!r} in {where}; allowed keys: {', '.join(allowed)}")
+    for key in required:
+        if key not in data:
+            raise SpecError(f"{where} is missing required key {key!r}")
+
+
+def _field_names(cls: type) -> tuple[list[str], list[str]]:
+    all_names = [f.name for f in fields(cls)]
+    required = [
+        f.name for f in fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    return all_names, required
+
+
+def make_config(config_class: type, values: Mapping[str, Any], where: str) -> Any:
+    """Instantiate a component's config dataclass, naming unknown keys and the allowed ones."""
+    allowed, required = _field_names(config_class)
+    _check_keys(values, allowed, where, required)
+    try:
+        return config_class(**values)
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"invalid {where}: {err}") from err
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A component config dataclass as a plain dict (JSON-ready)."""
+    return dataclasses.asdict(config)
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One component: a registry name and the keyword config its ``config_class`` takes."""
+
+    type: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> ComponentSpec:
+        _check_keys(data, ["type", "config"], where, ["type"])
+        config = data.get("config") or {}
+        if not isinstance(config, Mapping):
+            raise SpecError(f"{where}.config must be a mapping, got {type(config).__name__}")
+        return cls(type=str(data["type"]), config=dict(config))
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Where the text tokenizer comes from: ``bundled`` (shipped in zoo/assets), ``pretrained`` (hub or dir)."""
+
+    type: str
+    path: str
+    revision: str | None = None
+
+    TYPES: ClassVar[tuple[str, ...]] = ("bundled", "pretrained")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> TokenizerSpec:
+        _check_keys(data, ["type", "path", "revision"], where, ["type", "path"])
+        if data["type"] not in cls.TYPES:
+            raise SpecError(f"unknown {where}.type {data['type']!r}; allowed: {', '.join(cls.TYPES)}")
+        return cls(type=data["type"], path=str(data["path"]), revision=data.get("revision"))
+
+
+def _components(data: Any, where: str) -> dict[str, ComponentSpec]:
+    if not isinstance(data, Mapping) or not data:
+        raise SpecError(f"{where} must be a non-empty mapping of modality -> component")
+    return {str(k): ComponentSpec.from_dict(v, f"{where}.{k}") for k, v in data.items()}
+
+
+@dataclass(frozen=True)
+class MultimodalLMSpec:
+    """Encoders -> projectors -> a causal LM; one placeholder token per modality in the prompt."""
+
+    encoders: dict[str, ComponentSpec]
+    projectors: dict[str, ComponentSpec]
+    backbone: ComponentSpec
+    tokenizer: TokenizerSpec
+    placeholders: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    type: str = "multimodal-lm"
+
+    def __post_init__(self) -> None:
+        if set(self.encoders) != set(self.projectors):
+            raise SpecError(
+                f"every encoder needs a projector and vice versa: encoders {sorted(self.encoders)}, "
+                f"projectors {sorted(self.projectors)}"
+            )
+        for modality in self.encoders:
+            if modality not in self.placeholders and modality not in DEFAULT_PLACEHOLDERS:
+                raise SpecError(f"no placeholder token for modality {modality!r}; set spec.placeholders")
+
+    def placeholder(self, modality: str) -> str:
+        return self.placeholders.get(modality, DEFAULT_PLACEHOLDERS.get(modality, ""))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MultimodalLMSpec:
+        allowed, required = _field_names(cls)
+        _check_keys(data, allowed, "spec", required)
+        return cls(
+            encoders=_components(data["encoders"], "spec.encoders"),
+            projectors=_components(data["projectors"], "spec.projectors"),
+            backbone=ComponentSpec.from_dict(data["backbone"], "spec.backbone"),
+            tokenizer=TokenizerSpec.from_dict(data["tokenizer"], "spec.tokenizer"),
+            placeholders=dict(data.get("placeholders") or {}),
+            seed=int(data.get("seed", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class DualEncoderSpec:
+    """Modality towers and a text tower projected into one normalised space (CLIP-style)."""
+
+    towers: dict[str, ComponentSpec]
+    text_tower: ComponentSpec
+    embed_dim: int
+    init_logit_scale: float = 2.6592600  # log(1 / 0.07), CLIP's initial temperature
+    seed: int = 0
+    type: str = "dual-encoder"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DualEncoderSpec:
+        allowed, required = _field_names(cls)
+        _check_keys(data, allowed, "spec", required)
+        return cls(
+            towers=_components(data["towers"], "spec.towers"),
+            text_tower=ComponentSpec.from_dict(data["text_tower"], "spec.text_tower"),
+            embed_dim=int(data["embed_dim"]),
+            init_logit_scale=float(data.get("init_logit_scale", cls.init_logit_scale)),
+            seed=int(data.get("seed", 0)),
+        )
+
+
+ModelSpec = MultimodalLMSpec | DualEncoderSpec
+SPEC_TYPES: dict[str, type] = {"multimodal-lm": MultimodalLMSpec, "dual-encoder": DualEncoderSpec}
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> ModelSpec:
+    """Parse a spec mapping, dispatching on its explicit ``type``."""
+    if not isinstance(data, Mapping):
+        raise SpecError(f"a spec must be a mapping, got {type(data).__name__}")
+    if "type" not in data:
+        raise SpecError(f"spec is missing required key 'type'; allowed types: {', '.join(SPEC_TYPES)}")
+    kind = data["type"]
+    if kind not in SPEC_TYPES:
+        raise SpecError(f"unknown spec type {kind!r}; allowed types: {', '.join(SPEC_TYPES)}")
+    return SPEC_TYPES[kind].from_dict(data)
+
+
+def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
+    """A spec as plain data, with every field written out (defaults included) for an exact round trip."""
+    return dataclasses.asdict(spec)
+
+
+def spec_to_json(spec: ModelSpec) -> str:
+    return json.dumps(spec_to_dict(spec), indent=2, sort_keys=True)
+
+
+def spec_from_json(text: str) -> ModelSpec:
+    return spec_from_dict(json.loads(text))
+
+
+def spec_to_yaml(spec: ModelSpec) -> str:
+    import yaml
+
+    return yaml.safe_dump(spec_to_dict(spec), sort_keys=True)
+
+
+def spec_from_yaml(text: str) -> ModelSpec:
+    import yaml
+
+    return spec_from_dict(yaml.safe_load(text))
