@@ -35,3 +35,16 @@ def dual_encoder_spec() -> dict:
         },
         "embed_dim": 16,
     }
+
+
+def image_molecule_lm_spec() -> dict:
+    """tiny-test-vlm plus a tiny GCN molecule encoder: two modalities in one model."""
+    import zoo
+
+    spec = zoo.card("tiny-test-vlm").spec
+    gnn = {"type": "gnn", "config": {"gnn_type": "gcn", "num_layers": 2, "hidden_size": 16}}
+    return {
+        **spec,
+        "encoders": {**spec["encoders"], "molecule_graph": gnn},
+        "projectors": {**spec["projectors"], "molecule_graph": {"type": "linear", "config": {}}},
+    }

@@ -56,7 +56,7 @@ def test_forward_loss_is_finite_and_only_on_answer_tokens(model):
     out = model(**batch)
     assert torch.isfinite(out.loss)
     tok = model.processor.tokenizer
-    for row, answer in zip(batch["labels"], ["red", "they differ"]):
+    for row, answer in zip(batch["labels"], ["red", "they differ"], strict=True):
         supervised = row[row != IGNORE_INDEX].tolist()
         assert supervised == tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     out.loss.backward()
@@ -80,7 +80,7 @@ def test_generate_is_batched_with_left_padding_and_batch_invariant(any_backbone_
     together = model.generate_text(PROMPTS, ITEMS, max_new_tokens=6, do_sample=False)
     single = [
         model.generate_text([p], {"image": [imgs]}, max_new_tokens=6, do_sample=False)[0]
-        for p, imgs in zip(PROMPTS, ITEMS["image"])
+        for p, imgs in zip(PROMPTS, ITEMS["image"], strict=True)
     ]
     assert together == single
     right = model.processor(PROMPTS, ITEMS, padding_side="right")
@@ -236,16 +236,53 @@ class _Evil:
 def test_pickle_conversion_is_explicit_and_weights_only(tmp_path):
     good = tmp_path / "good.pth"
     torch.save({"w": torch.ones(2)}, good)
-    out = convert_pickle_checkpoint(good, tmp_path / "good.safetensors", lambda s: {"enc." + k: v for k, v in s.items()})
+    out = convert_pickle_checkpoint(good, tmp_path / "good.safetensors", lambda s: {k: "enc." + k for k in s})
     assert torch.equal(load_file(str(out))["enc.w"], torch.ones(2))
+    with pytest.raises(WeightsError, match=r"1 missing key\(s\): w"):
+        convert_pickle_checkpoint(good, tmp_path / "bad.safetensors", lambda s: {})
     evil = tmp_path / "evil.pth"
     with open(evil, "wb") as f:
         pickle.dump({"w": _Evil()}, f)
     with pytest.raises(pickle.UnpicklingError):
-        convert_pickle_checkpoint(evil, tmp_path / "evil.safetensors", dict)
+        convert_pickle_checkpoint(evil, tmp_path / "evil.safetensors", lambda s: {k: k for k in s})
     assert not (tmp_path / "evil.safetensors").exists()
 
 
 def test_load_places_on_device_and_dtype(saved):
     loaded = zoo.load(saved, device="cpu", dtype=torch.bfloat16)
     assert loaded.dtype == torch.bfloat16 and not loaded.training
+
+
+def test_an_image_and_two_molecules_in_one_prompt(tmp_path):
+    from tests.helpers import image_molecule_lm_spec
+
+    model = zoo.build(image_molecule_lm_spec()).eval()
+    prompts = ["<image> shows <molecule> reacting with <molecule>", "What is <molecule>?"]
+    items = {"image": [[image(0)], []], "molecule_graph": [["CCO", "c1ccccc1"], ["CC(=O)O"]]}
+    batch = model.processor(prompts, items, targets=["ester", "acetic acid"])
+    mol_id = model.processor.placeholder_ids["molecule_graph"]
+    assert (batch["input_ids"] == mol_id).sum(1).tolist() == [3 + 6, 4]  # one token per heavy atom
+    assert torch.isfinite(model(**batch).loss)
+    reloaded = zoo.load(model.save_pretrained(tmp_path / "m"))
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, reloaded(**batch).logits)
+
+
+def test_processor_model_token_count_drift_is_caught_per_item(model):
+    """A processor whose count function disagrees with the model (e.g. built from another config) fails."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class OffByOne:
+        def num_tokens(self, n_in: int) -> int:
+            return n_in + 1
+
+    processor = model.processor
+    saved = processor.projector_configs["image"]
+    processor.projector_configs["image"] = OffByOne()
+    try:
+        batch = processor(PROMPTS, ITEMS)
+    finally:
+        processor.projector_configs["image"] = saved
+    with pytest.raises(PlaceholderCountError, match="image item 0 was given 17 placeholder tokens .* produce 16"):
+        model(**batch)

@@ -11,6 +11,7 @@ from zoo import registry
 from zoo.spec import (
     ComponentSpec,
     DualEncoderSpec,
+    EncoderSpec,
     ModelSpec,
     MultimodalLMSpec,
     SpecError,
@@ -73,6 +74,8 @@ def build_model(
             return _build_multimodal_lm(spec, load_pretrained, saved_processor, tokenizer_dir)
         if isinstance(spec, DualEncoderSpec):
             return _build_dual_encoder(spec, load_pretrained, saved_processor, tokenizer_dir)
+        if isinstance(spec, EncoderSpec):
+            return _build_encoder_model(spec, load_pretrained, saved_processor, tokenizer_dir)
     raise SpecError(f"cannot build a spec of type {type(spec).__name__}")
 
 
@@ -80,7 +83,6 @@ def _build_multimodal_lm(
     spec: MultimodalLMSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, tokenizer_dir: Path | None
 ) -> Any:
     from encoders.text.tokenizers import BUNDLED_PREFIX, load_tokenizer
-    from zoo.backbones import HFCausalLM
     from zoo.models.multimodal_lm import MultimodalLM
     from zoo.processing import MultimodalProcessor
 
@@ -112,19 +114,34 @@ def _build_multimodal_lm(
     return MultimodalLM(spec, encoders, projectors, language_model, processor)
 
 
+def _processor_for(encoder: Any, tokenizer_dir: Path | None) -> Any:
+    """The encoder's processor; a text processor takes the saved tokenizer when there is one."""
+    if tokenizer_dir is not None and encoder.modality in ("text", "smiles"):
+        from encoders.text.tokenizers import load_tokenizer
+
+        return encoder.processor_class(encoder.config, tokenizer=load_tokenizer(str(tokenizer_dir)))
+    return encoder.processor_class(encoder.config)
+
+
 def _build_dual_encoder(
     spec: DualEncoderSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, tokenizer_dir: Path | None
 ) -> Any:
-    from zoo.models.dual_encoder import DualEncoder, DualEncoderProcessor
+    from zoo.models.dual_encoder import DualEncoder
+    from zoo.processing import ProcessorSet
 
     towers = {m: _encoder(c, f"spec.towers.{m}", m, load_pretrained) for m, c in sorted(spec.towers.items())}
     text_tower = _encoder(spec.text_tower, "spec.text_tower", "text", load_pretrained)
     _check_drift(saved, {**towers, "text": text_tower})
-    processors = {m: t.processor_class(t.config) for m, t in towers.items()}
-    if tokenizer_dir is not None:
-        from encoders.text.tokenizers import load_tokenizer
+    processors = {m: _processor_for(t, tokenizer_dir) for m, t in {**towers, "text": text_tower}.items()}
+    return DualEncoder(spec, towers, text_tower, ProcessorSet(processors))
 
-        processors["text"] = text_tower.processor_class(text_tower.config, tokenizer=load_tokenizer(str(tokenizer_dir)))
-    else:
-        processors["text"] = text_tower.processor_class(text_tower.config)
-    return DualEncoder(spec, towers, text_tower, DualEncoderProcessor(processors))
+
+def _build_encoder_model(
+    spec: EncoderSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, tokenizer_dir: Path | None
+) -> Any:
+    from zoo.models.encoder_model import EncoderModel
+    from zoo.processing import ProcessorSet
+
+    encoder = _encoder(spec.encoder, "spec.encoder", spec.modality, load_pretrained)
+    _check_drift(saved, {spec.modality: encoder})
+    return EncoderModel(spec, encoder, ProcessorSet({spec.modality: _processor_for(encoder, tokenizer_dir)}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib.resources import files
 from typing import Any
 
@@ -100,7 +100,7 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in all_names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def card(name: str) -> ModelCard:
     """The card of a named model; unknown names get the closest names suggested."""
     table = _card_files()

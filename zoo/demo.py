@@ -60,7 +60,7 @@ def run_demo(name: str = "tiny-test-vlm") -> None:
     table = Table(title=f"generate (greedy, 8 new tokens, {time.perf_counter() - started:.2f} s)")
     for column in ("scene", "prompt", "output (untrained model)"):
         table.add_column(column)
-    for (scene, prompt, _), answer in zip(SHAPE_PROMPTS, answers):
+    for (scene, prompt, _), answer in zip(SHAPE_PROMPTS, answers, strict=True):
         table.add_row(scene, prompt, repr(answer))
     console.print(table)
     console.print(f"done in {time.perf_counter() - start:.1f} s")

@@ -105,11 +105,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def convert_pickle_checkpoint(
-    source: str | Path, target: str | Path, key_map: Callable[[dict[str, Any]], dict[str, Any]]
+    source: str | Path, target: str | Path, key_map: Callable[[dict[str, Any]], Mapping[str, str]]
 ) -> Path:
-    """Convert a pickled state dict to safetensors through an explicit key map.
+    """Convert a pickled state dict to safetensors through an explicit rename map.
 
-    Uses ``torch.load(weights_only=True)``, so no code in the pickle runs; the key map must name every key.
+    Uses ``torch.load(weights_only=True)``, so no code in the pickle runs. ``key_map(state)`` returns
+    ``{checkpoint key: our key}`` and must name every key of the checkpoint, no more and no less.
     """
     import torch
     from safetensors.torch import save_file
@@ -117,7 +118,9 @@ def convert_pickle_checkpoint(
     state = torch.load(str(source), map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping):
         raise WeightsError(f"{source} holds a {type(state).__name__}, not a state dict")
-    mapped = {k: v.contiguous() for k, v in key_map(dict(state)).items()}
+    renames = key_map(dict(state))
+    check_keys(state.keys(), renames.keys(), f"the key map for {source}")
+    mapped = {new: state[old].contiguous() for old, new in renames.items()}
     target = Path(target)
     atomic_write(target, lambda tmp: save_file(mapped, str(tmp)))
     return target

@@ -111,13 +111,14 @@ class MultimodalProcessor:
                 processed = self.modality_processors[modality](flat)
             except InvalidInputError as err:
                 raise InvalidInputError(f"{modality} items of this batch: {err}") from err
+            per_item = [self.num_tokens(modality, size) for size in processed.sizes]
             modality_inputs[modality] = {
                 **processed.inputs,
                 "items_per_sample": torch.tensor([len(s) for s in per_sample], dtype=torch.long),
+                "tokens_per_item": torch.tensor(per_item, dtype=torch.long),
             }
-            per_item = [self.num_tokens(modality, size) for size in processed.sizes]
             counts[modality] = [[] for _ in range(batch_size)]
-            for (i, _), n in zip(owner, per_item):
+            for (i, _), n in zip(owner, per_item, strict=True):
                 counts[modality][i].append(n)
         return modality_inputs, counts
 
@@ -195,3 +196,28 @@ class MultimodalProcessor:
 
     def batch_decode(self, token_ids: Any) -> list[str]:
         return [t.strip() for t in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+
+
+class ProcessorSet:
+    """One processor per modality, for models without a prompt (``DualEncoder``, ``EncoderModel``)."""
+
+    def __init__(self, processors: Mapping[str, Any]) -> None:
+        self.processors = dict(processors)
+
+    def __call__(self, modality: str, items: Sequence[Any]) -> Any:
+        if modality not in self.processors:
+            raise KeyError(f"no {modality!r} processor; this model takes: {', '.join(self.processors)}")
+        return self.processors[modality](items)
+
+    def config_dict(self) -> dict[str, Any]:
+        from zoo.spec import config_to_dict
+
+        return {"encoders": {m: config_to_dict(p.config) for m, p in self.processors.items()}}
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Save the tokenizer of whichever processor has one (the text tower's)."""
+        tokenizers = [p.tokenizer for p in self.processors.values() if getattr(p, "tokenizer", None) is not None]
+        if len(tokenizers) > 1:
+            raise ValueError("more than one tokenizer in a ProcessorSet; save_pretrained keeps one")
+        if tokenizers:
+            tokenizers[0].save_pretrained(Path(directory) / "tokenizer")

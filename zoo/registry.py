@@ -20,6 +20,7 @@ BUILTINS: dict[str, dict[str, str]] = {
     "encoder": {
         "timm": "encoders.image.timm_encoder:TimmImageEncoder",
         "hf-text": "encoders.text.hf_encoder:HFTextEncoder",
+        "gnn": "encoders.molecule.graph_encoder:MoleculeGraphEncoder",
     },
     "projector": {
         "identity": "projectors.simple:IdentityProjector",

@@ -164,8 +164,32 @@ class DualEncoderSpec:
         )
 
 
-ModelSpec = MultimodalLMSpec | DualEncoderSpec
-SPEC_TYPES: dict[str, type] = {"multimodal-lm": MultimodalLMSpec, "dual-encoder": DualEncoderSpec}
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One modality encoder on its own (features, probes, a named pretrained part)."""
+
+    modality: str
+    encoder: ComponentSpec
+    seed: int = 0
+    type: str = "encoder"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EncoderSpec:
+        allowed, required = _field_names(cls)
+        _check_keys(data, allowed, "spec", required)
+        return cls(
+            modality=str(data["modality"]),
+            encoder=ComponentSpec.from_dict(data["encoder"], "spec.encoder"),
+            seed=int(data.get("seed", 0)),
+        )
+
+
+ModelSpec = MultimodalLMSpec | DualEncoderSpec | EncoderSpec
+SPEC_TYPES: dict[str, type] = {
+    "multimodal-lm": MultimodalLMSpec,
+    "dual-encoder": DualEncoderSpec,
+    "encoder": EncoderSpec,
+}
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> ModelSpec:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,29 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models.pretrained import PretrainedMixin
-from zoo.processing import move_to
-
-
-class DualEncoderProcessor:
-    """One processor per tower; ``text`` is the text tower's."""
-
-    def __init__(self, processors: Mapping[str, Any]) -> None:
-        self.processors = dict(processors)
-
-    def __call__(self, modality: str, items: Sequence[Any]) -> Any:
-        if modality not in self.processors:
-            raise KeyError(f"no {modality!r} tower; this model has: {', '.join(self.processors)}")
-        return self.processors[modality](items)
-
-    def config_dict(self) -> dict[str, Any]:
-        from zoo.spec import config_to_dict
-
-        return {"encoders": {m: config_to_dict(p.config) for m, p in self.processors.items()}}
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        tokenizer = getattr(self.processors["text"], "tokenizer", None)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(Path(directory) / "tokenizer")
+from zoo.processing import ProcessorSet, move_to
 
 
 class DualEncoder(PretrainedMixin, nn.Module):
@@ -44,7 +21,7 @@ class DualEncoder(PretrainedMixin, nn.Module):
         spec: Any,
         towers: Mapping[str, nn.Module],
         text_tower: nn.Module,
-        processor: DualEncoderProcessor,
+        processor: ProcessorSet,
     ) -> None:
         super().__init__()
         self.spec = spec

@@ -37,7 +37,7 @@ class MultimodalLM(PretrainedMixin, nn.Module):
 
     def encode_modality(self, modality: str, inputs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected tokens ``[n_items, M, D_lm]`` and their mask for one modality's processed inputs."""
-        encoder_inputs = {k: v for k, v in inputs.items() if k != "items_per_sample"}
+        encoder_inputs = {k: v for k, v in inputs.items() if k not in ("items_per_sample", "tokens_per_item")}
         encoded = self.encoders[modality](**encoder_inputs)
         return self.projectors[modality](encoded.tokens, encoded.mask)
 
@@ -48,10 +48,22 @@ class MultimodalLM(PretrainedMixin, nn.Module):
             tokens, mask = self.encode_modality(modality, inputs)
             placeholder_id = self.processor.placeholder_ids[modality]
             is_placeholder = input_ids == placeholder_id
+            self._check_item_counts(modality, mask, inputs["tokens_per_item"])
             self._check_counts(modality, is_placeholder, mask, inputs["items_per_sample"])
             features = tokens[mask].to(embeds.dtype)
             embeds = embeds.masked_scatter(is_placeholder.unsqueeze(-1).expand_as(embeds), features)
         return embeds
+
+    def _check_item_counts(self, modality: str, mask: torch.Tensor, tokens_per_item: torch.Tensor) -> None:
+        produced = mask.sum(1).cpu()
+        bad = (produced != tokens_per_item.cpu()).nonzero().flatten().tolist()
+        if bad:
+            k = bad[0]
+            raise PlaceholderCountError(
+                f"{modality} item {k} was given {int(tokens_per_item[k])} placeholder tokens by the processor but "
+                f"the encoder and projector produce {int(produced[k])} ({len(bad)} item(s) disagree); the "
+                "processor and the model were built from different configs — use model.processor"
+            )
 
     def _check_counts(
         self, modality: str, is_placeholder: torch.Tensor, mask: torch.Tensor, items_per_sample: torch.Tensor

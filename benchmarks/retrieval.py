@@ -1,0 +1,136 @@
+"""Streaming retrieval metrics vs the dense N x M approach: wall time, peak memory, identical recalls.
+
+Each approach runs in a fresh subprocess so its peak resident memory (``ru_maxrss``, which sees torch's
+allocations, unlike tracemalloc) is its own. A third subprocess only builds the embeddings, giving the
+baseline that both approaches share. Embeddings are seeded random unit vectors: gallery ``g_i`` and
+query ``q_i = normalize(g_i + noise * z_i / sqrt(dim))``, so query i's one positive is gallery item i
+and recall is neither 0 nor 1.
+
+    .venv/bin/python benchmarks/retrieval.py --n 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tasks.metrics import retrieval_metrics  # noqa: E402
+
+KS = (1, 5, 10)
+APPROACHES = ("data only", "streaming", "dense")
+
+
+def make_embeddings(n: int, dim: int, noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded unit-norm queries and gallery where query i's positive is gallery item i."""
+    generator = torch.Generator().manual_seed(seed)
+    gallery = F.normalize(torch.randn(n, dim, generator=generator), dim=1)
+    queries = F.normalize(gallery + noise * torch.randn(n, dim, generator=generator) / dim**0.5, dim=1)
+    return queries, gallery
+
+
+def dense_recalls(queries: torch.Tensor, gallery: torch.Tensor) -> dict[str, float]:
+    """The usual approach: the full N x M score matrix, then top-k per row."""
+    scores = queries @ gallery.T
+    top = torch.topk(scores, max(KS), dim=1).indices
+    hits = top == torch.arange(len(queries))[:, None]
+    return {f"recall@{k}": int(hits[:, :k].any(dim=1).sum()) / len(queries) for k in KS}
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    queries, gallery = make_embeddings(args.n, args.dim, args.noise, args.seed)
+    start = time.perf_counter()
+    if args.worker == "streaming":
+        metrics = retrieval_metrics(
+            queries, gallery, [[i] for i in range(args.n)], ks=KS, chunk_size=args.chunk_size
+        )
+        recalls = {f"recall@{k}": metrics[f"recall@{k}"] for k in KS}
+    elif args.worker == "dense":
+        recalls = dense_recalls(queries, gallery)
+    else:
+        recalls = {}
+    seconds = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    print(json.dumps({"approach": args.worker, "seconds": seconds, "peak_rss_mib": peak_mib, **recalls}))
+
+
+def run_in_subprocess(approach: str, args: argparse.Namespace) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        approach,
+        "--n",
+        str(args.n),
+        "--dim",
+        str(args.dim),
+        "--noise",
+        str(args.noise),
+        "--seed",
+        str(args.seed),
+        "--chunk-size",
+        str(args.chunk_size),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{approach} worker failed (exit {done.returncode}):\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=50_000, help="number of queries and of gallery items")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument(
+        "--noise", type=float, default=5.0, help="query noise scale; higher means lower recall"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--chunk-size", type=int, default=1024, help="queries per chunk for the streaming metric"
+    )
+    parser.add_argument("--worker", choices=APPROACHES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+
+    dense_gib = args.n * args.n * 4 / 2**30
+    print(
+        f"N = M = {args.n}, dim {args.dim}, chunk {args.chunk_size}, torch threads {torch.get_num_threads()}; "
+        f"a dense float32 score matrix is {dense_gib:.2f} GiB"
+    )
+    results = {approach: run_in_subprocess(approach, args) for approach in APPROACHES}
+    baseline = results["data only"]["peak_rss_mib"]
+    header = f"{'approach':<10} {'wall s':>8} {'peak RSS MiB':>13} {'over data MiB':>14} " + " ".join(
+        f"{'R@' + str(k):>8}" for k in KS
+    )
+    print(header)
+    print("-" * len(header))
+    for approach in APPROACHES:
+        row = results[approach]
+        recalls = " ".join(f"{row[f'recall@{k}']:>8.4f}" if f"recall@{k}" in row else f"{'-':>8}" for k in KS)
+        print(
+            f"{approach:<10} {row['seconds']:>8.2f} {row['peak_rss_mib']:>13.0f} "
+            f"{row['peak_rss_mib'] - baseline:>14.0f} {recalls}"
+        )
+    for k in KS:
+        key = f"recall@{k}"
+        assert results["streaming"][key] == results["dense"][key], (
+            f"{key} differs: streaming {results['streaming'][key]} vs dense {results['dense'][key]}"
+        )
+    print("recalls identical: yes")
+
+
+if __name__ == "__main__":
+    main()

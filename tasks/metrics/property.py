@@ -1,0 +1,115 @@
+"""Molecular property prediction metrics: ROC-AUC per task with missing labels, RMSE and MAE.
+
+ROC-AUC follows MoleculeNet practice for multi-task sets (Tox21, SIDER, ...): each task is scored on
+the molecules that have a label for it (NaN = missing), tasks whose labels in the split are all one
+class are skipped and listed, and the mean is over the scored tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tasks.metrics._validation import check_not_empty, check_same_length
+
+
+def _as_matrix(name: str, values: np.ndarray | Sequence) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be [samples] or [samples, tasks], got shape {array.shape}")
+    return array
+
+
+def _bad_rows(mask: np.ndarray) -> str:
+    rows = np.flatnonzero(mask.any(axis=1) if mask.ndim == 2 else mask)
+    return ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+
+
+def roc_auc(labels: np.ndarray | Sequence[float], scores: np.ndarray | Sequence[float]) -> float:
+    """Area under the ROC curve for binary ``labels`` (0/1) and real ``scores``; tied scores count half.
+
+    Computed as the Mann-Whitney statistic with average ranks, equal to scikit-learn's ``roc_auc_score``.
+    """
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    check_same_length("labels", y, "scores", s)
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0 or 1 (drop missing labels first)")
+    if not np.isfinite(s).all():
+        raise ValueError(f"scores have NaN or infinite values in rows {_bad_rows(~np.isfinite(s))}")
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    if positives == 0 or negatives == 0:
+        raise ValueError("ROC-AUC needs both classes among the labels")
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    rank_sum = average_rank[inverse][y == 1].sum()
+    return float((rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+@dataclass(frozen=True)
+class MultiTaskRocAuc:
+    """Mean ROC-AUC over the scored tasks, each task's value, and the tasks skipped (one class only)."""
+
+    mean: float
+    per_task: dict[int, float]
+    skipped_tasks: list[int]
+
+
+def multitask_roc_auc(labels: np.ndarray | Sequence, scores: np.ndarray | Sequence) -> MultiTaskRocAuc:
+    """ROC-AUC of each task (column) over its non-NaN labels, averaged over tasks with both classes."""
+    y, s = _as_matrix("labels", labels), _as_matrix("scores", scores)
+    if y.shape != s.shape:
+        raise ValueError(f"labels have shape {y.shape} but scores have shape {s.shape}; they must match")
+    check_not_empty("labels", y)
+    per_task: dict[int, float] = {}
+    skipped = []
+    for task in range(y.shape[1]):
+        present = ~np.isnan(y[:, task])
+        if np.isnan(s[present, task]).any():
+            raise ValueError(
+                f"task {task}: scores are NaN for labelled rows {_bad_rows(present & np.isnan(s[:, task]))}"
+            )
+        classes = np.unique(y[present, task])
+        if len(classes) < 2:
+            skipped.append(task)
+            continue
+        per_task[task] = roc_auc(y[present, task], s[present, task])
+    if not per_task:
+        raise ValueError(
+            f"no task has both classes in this split (skipped tasks {skipped}); use a larger split"
+        )
+    return MultiTaskRocAuc(
+        mean=float(np.mean(list(per_task.values()))), per_task=per_task, skipped_tasks=skipped
+    )
+
+
+def _regression_pair(
+    predictions: np.ndarray | Sequence[float], targets: np.ndarray | Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(predictions, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.float64)
+    check_same_length("predictions", p, "targets", t)
+    check_not_empty("targets", t)
+    if p.shape != t.shape:
+        raise ValueError(f"predictions have shape {p.shape} but targets have shape {t.shape}")
+    for name, array in (("predictions", p), ("targets", t)):
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} have NaN or infinite values in rows {_bad_rows(~np.isfinite(array))}")
+    return p, t
+
+
+def rmse(predictions: np.ndarray | Sequence[float], targets: np.ndarray | Sequence[float]) -> float:
+    """Root mean squared error over all entries."""
+    p, t = _regression_pair(predictions, targets)
+    return float(np.sqrt(np.mean((p - t) ** 2)))
+
+
+def mae(predictions: np.ndarray | Sequence[float], targets: np.ndarray | Sequence[float]) -> float:
+    """Mean absolute error over all entries."""
+    p, t = _regression_pair(predictions, targets)
+    return float(np.mean(np.abs(p - t)))

@@ -1,0 +1,252 @@
+"""Cross-modal retrieval metrics (image/audio/molecule <-> text) computed from embeddings in query chunks.
+
+Scores are plain dot products of the vectors given: nothing is normalised here, so pass L2-normalised
+embeddings (``torch.nn.functional.normalize``) to rank by cosine similarity as CLIP and CLAP do. The
+score matrix is built ``chunk_size`` queries at a time, so memory is O(chunk_size * M) plus the
+per-query results, never the full N x M matrix. Ties are broken deterministically: on equal scores
+the lower gallery index ranks first. Everything runs on the device the embeddings are on.
+
+Several positives per query follow CLIP_benchmark's hit semantics: a query is a hit at k when ANY of
+its positives is in the top k. Ranks are 1-based.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from tasks.metrics._validation import check_embeddings
+from tasks.metrics.topk import ranks_lower_index_wins, topk_lower_index_wins
+
+Positives = Sequence[Sequence[int]] | Mapping[int, Sequence[int]]
+
+MAP_CUTOFF = 10
+
+
+def _check_pair(queries: torch.Tensor, gallery: torch.Tensor, chunk_size: int) -> None:
+    check_embeddings("queries", queries)
+    check_embeddings("gallery", gallery)
+    if queries.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"queries have dimension {queries.shape[1]} but gallery has {gallery.shape[1]}; "
+            "embed both sides into the same space"
+        )
+    if queries.device != gallery.device:
+        raise ValueError(f"queries are on {queries.device} but gallery is on {gallery.device}; move one")
+    if len(gallery) == 0:
+        raise ValueError("gallery is empty; retrieval needs at least one item to rank")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of queries, got {chunk_size}")
+
+
+def _as_float(embeddings: torch.Tensor) -> torch.Tensor:
+    """Half-precision matmuls are slow or missing on CPU and lossy for ranking: score in float32."""
+    return embeddings if embeddings.dtype in (torch.float32, torch.float64) else embeddings.float()
+
+
+def streaming_topk(
+    queries: torch.Tensor, gallery: torch.Tensor, k: int, *, chunk_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` gallery items per query as ``(scores, indices)``, each ``[N, k]``, best first.
+
+    Memory is O(chunk_size * M + N * k); equal scores rank the lower gallery index first.
+    """
+    _check_pair(queries, gallery, chunk_size)
+    if not 1 <= k <= len(gallery):
+        raise ValueError(f"k must be between 1 and the gallery size ({len(gallery)}), got {k}")
+    queries, gallery = _as_float(queries), _as_float(gallery)
+    all_scores, all_indices = [], []
+    for start in range(0, len(queries), chunk_size):
+        scores = queries[start : start + chunk_size] @ gallery.T
+        values, indices = topk_lower_index_wins(scores, k)
+        all_scores.append(values)
+        all_indices.append(indices)
+    if not all_scores:
+        empty = torch.empty(0, k, device=queries.device)
+        return empty, empty.long()
+    return torch.cat(all_scores), torch.cat(all_indices)
+
+
+def _flatten_positives(positives: Positives, num_queries: int, gallery_size: int) -> list[list[int]]:
+    if isinstance(positives, Mapping):
+        missing = [q for q in range(num_queries) if q not in positives]
+        extra = [q for q in positives if not (isinstance(q, int) and 0 <= q < num_queries)]
+        if missing or extra:
+            raise ValueError(
+                f"positives must map every query index 0..{num_queries - 1} to its gallery indices; "
+                f"missing queries {missing[:10]}, unknown keys {extra[:10]}"
+            )
+        rows = [list(positives[q]) for q in range(num_queries)]
+    else:
+        rows = [list(p) for p in positives]
+        if len(rows) != num_queries:
+            raise ValueError(
+                f"positives has {len(rows)} entries but there are {num_queries} queries; "
+                "give one list of gallery indices per query"
+            )
+    for q, row in enumerate(rows):
+        if not row:
+            raise ValueError(f"query {q} has no positives; drop it or give at least one gallery index")
+        for position, g in enumerate(row):
+            try:
+                row[position] = operator.index(g)  # plain, numpy and 0-d torch integers
+            except TypeError:
+                row[position] = -1
+            if not 0 <= row[position] < gallery_size:
+                raise ValueError(
+                    f"query {q} lists positive {g!r}, which is not a gallery index in 0..{gallery_size - 1}"
+                )
+        if len(set(row)) != len(row):
+            raise ValueError(f"query {q} lists the same gallery index twice in {row}; list each once")
+    return rows
+
+
+def invert_positives(positives: Positives, num_targets: int) -> list[list[int]]:
+    """Reverse a query -> gallery positive map into gallery -> query lists (for the other direction).
+
+    ``num_targets`` is the gallery size; every gallery item must be someone's positive, since a query
+    with no positive has no defined rank.
+    """
+    items = positives.items() if isinstance(positives, Mapping) else enumerate(positives)
+    inverted: list[list[int]] = [[] for _ in range(num_targets)]
+    for q, row in sorted(items):
+        for g in row:
+            if not 0 <= g < num_targets:
+                raise ValueError(f"query {q} lists positive {g}, outside 0..{num_targets - 1}")
+            inverted[g].append(q)
+    orphans = [g for g, row in enumerate(inverted) if not row]
+    if orphans:
+        raise ValueError(
+            f"gallery items {orphans[:10]} are nobody's positive, so they cannot be queries in the "
+            "reverse direction; drop them from the gallery"
+        )
+    return inverted
+
+
+def positive_ranks(
+    queries: torch.Tensor, gallery: torch.Tensor, positives: Positives, *, chunk_size: int = 1024
+) -> list[list[int]]:
+    """The 1-based rank of every positive of every query, in the order the positives were given."""
+    _check_pair(queries, gallery, chunk_size)
+    rows = _flatten_positives(positives, len(queries), len(gallery))
+    flat_query, flat_ranks = _ranks(queries, gallery, rows, chunk_size)
+    out: list[list[int]] = [[] for _ in rows]
+    for q, r in zip(flat_query.tolist(), flat_ranks.tolist(), strict=True):
+        out[q].append(r)
+    return out
+
+
+def _ranks(
+    queries: torch.Tensor, gallery: torch.Tensor, rows: list[list[int]], chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat (query index, rank) for every positive, in the order the positives were given."""
+    device = queries.device
+    queries, gallery = _as_float(queries), _as_float(gallery)
+    counts = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    # Slot j of row q holds the j-th positive of q, or -1; handled one slot at a time so memory stays
+    # O(chunk_size * M), and without copying the score rows when the whole chunk has a j-th positive.
+    slots = torch.full((len(rows), int(counts.max())), -1, dtype=torch.long)
+    for q, row in enumerate(rows):
+        slots[q, : len(row)] = torch.tensor(row, dtype=torch.long)
+    slots = slots.to(device)
+    slot_ranks = torch.zeros_like(slots)
+    for start in range(0, len(rows), chunk_size):
+        stop = min(start + chunk_size, len(rows))
+        scores = queries[start:stop] @ gallery.T
+        for j in range(slots.shape[1]):
+            columns = slots[start:stop, j]
+            present = columns >= 0
+            if present.all():
+                slot_ranks[start:stop, j] = ranks_lower_index_wins(scores, columns)
+            elif present.any():
+                local = present.nonzero().flatten()
+                slot_ranks[start + local, j] = ranks_lower_index_wins(scores[local], columns[local])
+    present = slots >= 0
+    flat_query = torch.arange(len(rows), device=device)[:, None].expand_as(slots)[present]
+    return flat_query, slot_ranks[present]
+
+
+def _average_precision_at(
+    flat_query: torch.Tensor, flat_ranks: torch.Tensor, n: int, cutoff: int
+) -> torch.Tensor:
+    """Per-query AP@cutoff = (1/P) * sum over positives ranked within the cutoff of (i / rank_i)."""
+    # Sort each query's positives by rank: i is then the 1-based position among the query's positives.
+    order = torch.argsort(flat_query * (int(flat_ranks.max()) + 1) + flat_ranks)
+    q, r = flat_query[order], flat_ranks[order]
+    counts = torch.bincount(q, minlength=n)
+    starts = torch.cumsum(counts, 0) - counts
+    position = torch.arange(len(q), device=q.device) - starts[q] + 1
+    precision = torch.where(
+        r <= cutoff, position.double() / r.double(), torch.zeros((), dtype=torch.double, device=q.device)
+    )
+    total = torch.zeros(n, dtype=torch.double, device=q.device).index_add_(0, q, precision)
+    return total / counts.double()
+
+
+def retrieval_metrics(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    positives: Positives,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_size: int = 1024,
+) -> dict[str, float]:
+    """Recall@k (hit semantics), mAP@10, median and mean rank of the first positive, one direction.
+
+    ``positives[q]`` lists the gallery indices relevant to query ``q`` (a list of lists, or a mapping
+    from every query index). Definitions (ranks 1-based, per query, then averaged over queries):
+
+    - ``recall@k``: 1 if any positive ranks <= k, else 0 (CLIP_benchmark and CLAP R@k).
+    - ``mAP@10``: (1/P) * sum_i (i / r_i) over the query's P positives sorted by rank r_1 < r_2 < ...,
+      counting only r_i <= 10. With one positive this is 1/r if r <= 10 else 0, exactly LAION-CLAP's
+      ``get_metrics``. For several positives it is what LAION-CLAP's Clotho/AudioCaps evaluation
+      documents (sort the positives' ranks, drop ranks beyond 10, divide by all P positives); its
+      code skips the sort, which can give values above 1, and we do not copy that.
+    - ``median_rank``: floor of the median over queries of the first positive's rank (CLAP computes
+      ``floor(median(rank - 1)) + 1``, which is the same number).
+    - ``mean_rank``: mean over queries of the first positive's rank.
+    """
+    _check_pair(queries, gallery, chunk_size)
+    if len(queries) == 0:
+        raise ValueError("queries is empty; a metric needs at least one query")
+    for k in ks:
+        if k < 1:
+            raise ValueError(f"recall cut-offs must be positive integers, got {k}")
+    rows = _flatten_positives(positives, len(queries), len(gallery))
+    flat_query, flat_ranks = _ranks(queries, gallery, rows, chunk_size)
+    n = len(rows)
+    first = torch.full((n,), torch.iinfo(torch.long).max, dtype=torch.long, device=flat_ranks.device)
+    first.scatter_reduce_(0, flat_query, flat_ranks, reduce="amin")
+    first_np = first.cpu().numpy()
+    metrics = {f"recall@{k}": float((first_np <= k).mean()) for k in ks}
+    metrics[f"mAP@{MAP_CUTOFF}"] = float(_average_precision_at(flat_query, flat_ranks, n, MAP_CUTOFF).mean())
+    metrics["median_rank"] = float(np.floor(np.median(first_np)))
+    metrics["mean_rank"] = float(first_np.mean())
+    return metrics
+
+
+def bidirectional_retrieval_metrics(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    first_to_second: Positives,
+    *,
+    names: tuple[str, str] = ("image", "text"),
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_size: int = 1024,
+) -> dict[str, float]:
+    """:func:`retrieval_metrics` in both directions, keys prefixed ``"{a}_to_{b}/"``.
+
+    ``first_to_second[i]`` lists the items of ``second`` paired with item ``i`` of ``first`` (e.g. the
+    five captions of image ``i``); the reverse direction uses :func:`invert_positives`.
+    """
+    a, b = names
+    forward = retrieval_metrics(first, second, first_to_second, ks=ks, chunk_size=chunk_size)
+    backward = retrieval_metrics(
+        second, first, invert_positives(first_to_second, len(second)), ks=ks, chunk_size=chunk_size
+    )
+    out = {f"{a}_to_{b}/{key}": value for key, value in forward.items()}
+    out.update({f"{b}_to_{a}/{key}": value for key, value in backward.items()})
+    return out

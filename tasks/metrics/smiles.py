@@ -1,0 +1,62 @@
+"""SMILES helpers shared by the molecule metrics: parsing, order-insensitive canonical form, and
+fingerprint Tanimoto similarity (MACCS keys, RDKit topological, Morgan radius 2 / 2048 bits).
+
+An empty or unparsable SMILES is invalid: it canonicalises to ``None`` and has no fingerprint.
+RDKit's parse warnings are silenced here because invalid model output is expected and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rdkit import Chem, DataStructs
+from rdkit.Chem import MACCSkeys, rdFingerprintGenerator
+from rdkit.rdBase import BlockLogs
+
+FINGERPRINTS: tuple[str, ...] = ("maccs", "rdk", "morgan2_2048")
+
+
+def parse_smiles(smiles: str) -> Chem.Mol | None:
+    """RDKit molecule for ``smiles``, or ``None`` when it is empty or does not parse."""
+    if not isinstance(smiles, str) or not smiles.strip():
+        return None
+    with BlockLogs():
+        return Chem.MolFromSmiles(smiles.strip())
+
+
+def canonicalize_smiles(smiles: str, *, remove_stereo: bool = False) -> str | None:
+    """Canonical SMILES whose ``.``-separated components are sorted, so component order never matters.
+
+    Each component is canonicalised on its own, then the components are sorted (duplicates kept).
+    With ``remove_stereo`` stereochemistry is removed (``Chem.RemoveStereochemistry``) first.
+    Returns ``None`` for invalid SMILES.
+    """
+    mol = parse_smiles(smiles)
+    if mol is None:
+        return None
+    if remove_stereo:
+        Chem.RemoveStereochemistry(mol)
+    return ".".join(sorted(Chem.MolToSmiles(fragment) for fragment in Chem.GetMolFrags(mol, asMols=True)))
+
+
+_MORGAN2_2048 = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+_FINGERPRINTERS: dict[str, Callable[[Chem.Mol], DataStructs.ExplicitBitVect]] = {
+    "maccs": MACCSkeys.GenMACCSKeys,
+    "rdk": Chem.RDKFingerprint,
+    "morgan2_2048": _MORGAN2_2048.GetFingerprint,
+}
+
+
+def tanimoto_similarity(first: str, second: str, fingerprint: str) -> float | None:
+    """Tanimoto similarity of two molecules' bit fingerprints, or ``None`` if either SMILES is invalid.
+
+    ``fingerprint`` is ``"maccs"`` (166 MACCS keys), ``"rdk"`` (``Chem.RDKFingerprint`` defaults) or
+    ``"morgan2_2048"`` (Morgan, radius 2, folded to 2048 bits).
+    """
+    if fingerprint not in _FINGERPRINTERS:
+        raise ValueError(f"unknown fingerprint {fingerprint!r}; use one of {', '.join(FINGERPRINTS)}")
+    mol_a, mol_b = parse_smiles(first), parse_smiles(second)
+    if mol_a is None or mol_b is None:
+        return None
+    make = _FINGERPRINTERS[fingerprint]
+    return DataStructs.TanimotoSimilarity(make(mol_a), make(mol_b))
