@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+RXNMAPPER_VERSION := 0.4.3
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt Makefile | sha256sum | cut -c1-16)
 
 .PHONY: demo test lint venv clean
 
@@ -20,10 +21,12 @@ lint: $(STAMP)
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(UV) pip install --python $(PY) -c constraints.txt -e ".[dev]"
+	# rxnmapper ships a USPTO-trained ALBERT (smiles-albert-uspto); it pins transformers<5, so no deps.
+	$(UV) pip install --python $(PY) --no-deps "rxnmapper==$(RXNMAPPER_VERSION)"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -55,3 +55,24 @@ def test_save_then_load_gives_identical_embeddings(model, tmp_path):
 def test_unknown_tower_is_a_clear_error(model):
     with pytest.raises(KeyError, match="no 'audio' tower; this model has: image, text"):
         model.embed("audio", [b"..."])
+
+
+def test_smiles_and_text_towers_save_both_tokenizers(tmp_path):
+    """Two towers with their own tokenizers: both are saved under tokenizers/<modality>/ and reloaded."""
+    from encoders.smiles import SmilesTokenizer, build_vocab
+    from tests.helpers import TINY_BERT
+
+    vocab_dir = tmp_path / "vocab"
+    SmilesTokenizer(build_vocab(["CCO", "c1ccccc1", "CC(=O)O", "C(Cl)Br"])).save(vocab_dir)
+    spec = dual_encoder_spec()
+    smiles_bert = {**TINY_BERT, "vocab_size": 64}
+    spec["towers"] = {
+        "smiles": {"type": "hf-smiles", "config": {"model_config": smiles_bert, "vocab_file": str(vocab_dir / "vocab.txt"), "max_length": 32}}
+    }
+    model = zoo.build(spec).eval()
+    saved = model.save_pretrained(tmp_path / "molclip")
+    assert {p.name for p in (saved / "tokenizers").iterdir()} == {"smiles", "text"}
+    loaded = zoo.load(saved)
+    with torch.no_grad():
+        assert torch.equal(model.embed("smiles", ["CCO", "CC(=O)O"]), loaded.embed("smiles", ["CCO", "CC(=O)O"]))
+        assert torch.equal(model.embed_text(["ethanol"]), loaded.embed_text(["ethanol"]))

@@ -61,26 +61,26 @@ def build_model(
     spec: ModelSpec,
     load_pretrained: bool = True,
     saved_processor: Mapping[str, Any] | None = None,
-    tokenizer_dir: Path | None = None,
+    saved_dir: Path | None = None,
 ) -> Any:
     """Build ``spec`` with a fixed seed. ``load_pretrained=False`` skips component hub weights (the caller
-    loads a full state dict); ``saved_processor``/``tokenizer_dir`` restore a saved processor and are checked
-    against the rebuilt components."""
+    loads a full state dict); ``saved_processor`` and the tokenizers in ``saved_dir`` restore a saved
+    processor, checked against the rebuilt components."""
     import torch
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         if isinstance(spec, MultimodalLMSpec):
-            return _build_multimodal_lm(spec, load_pretrained, saved_processor, tokenizer_dir)
+            return _build_multimodal_lm(spec, load_pretrained, saved_processor, saved_dir)
         if isinstance(spec, DualEncoderSpec):
-            return _build_dual_encoder(spec, load_pretrained, saved_processor, tokenizer_dir)
+            return _build_dual_encoder(spec, load_pretrained, saved_processor, saved_dir)
         if isinstance(spec, EncoderSpec):
-            return _build_encoder_model(spec, load_pretrained, saved_processor, tokenizer_dir)
+            return _build_encoder_model(spec, load_pretrained, saved_processor, saved_dir)
     raise SpecError(f"cannot build a spec of type {type(spec).__name__}")
 
 
 def _build_multimodal_lm(
-    spec: MultimodalLMSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, tokenizer_dir: Path | None
+    spec: MultimodalLMSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, saved_dir: Path | None
 ) -> Any:
     from encoders.text.tokenizers import BUNDLED_PREFIX, load_tokenizer
     from zoo.models.multimodal_lm import MultimodalLM
@@ -90,8 +90,8 @@ def _build_multimodal_lm(
         m: _encoder(c, f"spec.encoders.{m}", m, load_pretrained) for m, c in sorted(spec.encoders.items())
     }
     _check_drift(saved, encoders)
-    if tokenizer_dir is not None:
-        tokenizer = load_tokenizer(str(tokenizer_dir))
+    if saved_dir is not None:
+        tokenizer = load_tokenizer(str(saved_dir / "tokenizer"))
     else:
         source = spec.tokenizer.path
         tokenizer = load_tokenizer(BUNDLED_PREFIX + source if spec.tokenizer.type == "bundled" else source,
@@ -101,7 +101,7 @@ def _build_multimodal_lm(
     }
     processor = MultimodalProcessor(
         tokenizer,
-        {m: e.processor_class(e.config) for m, e in encoders.items()},
+        {m: _processor_for(e, m, saved_dir) for m, e in encoders.items()},
         {m: config for m, (_, config) in projector_classes.items()},
         {m: spec.placeholder(m) for m in encoders},
     )
@@ -114,17 +114,18 @@ def _build_multimodal_lm(
     return MultimodalLM(spec, encoders, projectors, language_model, processor)
 
 
-def _processor_for(encoder: Any, tokenizer_dir: Path | None) -> Any:
-    """The encoder's processor; a text processor takes the saved tokenizer when there is one."""
-    if tokenizer_dir is not None and encoder.modality in ("text", "smiles"):
+def _processor_for(encoder: Any, modality: str, saved_dir: Path | None) -> Any:
+    """The encoder's processor; one with a tokenizer takes the saved copy when the model was saved."""
+    saved_tokenizer = saved_dir / "tokenizers" / modality if saved_dir is not None else None
+    if saved_tokenizer is not None and saved_tokenizer.is_dir():
         from encoders.text.tokenizers import load_tokenizer
 
-        return encoder.processor_class(encoder.config, tokenizer=load_tokenizer(str(tokenizer_dir)))
+        return encoder.processor_class(encoder.config, tokenizer=load_tokenizer(str(saved_tokenizer)))
     return encoder.processor_class(encoder.config)
 
 
 def _build_dual_encoder(
-    spec: DualEncoderSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, tokenizer_dir: Path | None
+    spec: DualEncoderSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, saved_dir: Path | None
 ) -> Any:
     from zoo.models.dual_encoder import DualEncoder
     from zoo.processing import ProcessorSet
@@ -132,16 +133,16 @@ def _build_dual_encoder(
     towers = {m: _encoder(c, f"spec.towers.{m}", m, load_pretrained) for m, c in sorted(spec.towers.items())}
     text_tower = _encoder(spec.text_tower, "spec.text_tower", "text", load_pretrained)
     _check_drift(saved, {**towers, "text": text_tower})
-    processors = {m: _processor_for(t, tokenizer_dir) for m, t in {**towers, "text": text_tower}.items()}
+    processors = {m: _processor_for(t, m, saved_dir) for m, t in {**towers, "text": text_tower}.items()}
     return DualEncoder(spec, towers, text_tower, ProcessorSet(processors))
 
 
 def _build_encoder_model(
-    spec: EncoderSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, tokenizer_dir: Path | None
+    spec: EncoderSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, saved_dir: Path | None
 ) -> Any:
     from zoo.models.encoder_model import EncoderModel
     from zoo.processing import ProcessorSet
 
     encoder = _encoder(spec.encoder, "spec.encoder", spec.modality, load_pretrained)
     _check_drift(saved, {spec.modality: encoder})
-    return EncoderModel(spec, encoder, ProcessorSet({spec.modality: _processor_for(encoder, tokenizer_dir)}))
+    return EncoderModel(spec, encoder, ProcessorSet({spec.modality: _processor_for(encoder, spec.modality, saved_dir)}))

@@ -15,7 +15,6 @@ from typing import Any
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
-TOKENIZER_DIR = "tokenizer"
 FORMAT_VERSION = 1
 
 
@@ -191,12 +190,8 @@ def load_directory(directory: Path, device: Any = None, dtype: Any = None) -> An
     if not weights.is_file():
         raise ModelNotFoundError(f"{directory} has no {weights.name}; the save was incomplete — save it again")
     verify_sha256(weights, config["weights"]["sha256"])
-    tokenizer_dir = directory / TOKENIZER_DIR
     model = build_model(
-        spec_from_dict(config["spec"]),
-        load_pretrained=False,
-        saved_processor=config["processor"],
-        tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None,
+        spec_from_dict(config["spec"]), load_pretrained=False, saved_processor=config["processor"], saved_dir=directory
     )
     load_state_strict(model, load_safetensors(weights), str(weights))
     model.card_meta = {"name": config.get("name", directory.name)}

@@ -77,7 +77,9 @@ class MultimodalProcessor:
         }
 
     def save_pretrained(self, directory: str | Path) -> None:
+        """The LM tokenizer (with placeholders) to ``tokenizer/``, modality tokenizers to ``tokenizers/<m>/``."""
         self.tokenizer.save_pretrained(Path(directory) / "tokenizer")
+        save_modality_tokenizers(self.modality_processors, directory)
 
     def _process_items(
         self, items: Mapping[str, Sequence[Sequence[Any]]], batch_size: int
@@ -215,9 +217,12 @@ class ProcessorSet:
         return {"encoders": {m: config_to_dict(p.config) for m, p in self.processors.items()}}
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Save the tokenizer of whichever processor has one (the text tower's)."""
-        tokenizers = [p.tokenizer for p in self.processors.values() if getattr(p, "tokenizer", None) is not None]
-        if len(tokenizers) > 1:
-            raise ValueError("more than one tokenizer in a ProcessorSet; save_pretrained keeps one")
-        if tokenizers:
-            tokenizers[0].save_pretrained(Path(directory) / "tokenizer")
+        save_modality_tokenizers(self.processors, directory)
+
+
+def save_modality_tokenizers(processors: Mapping[str, Any], directory: str | Path) -> None:
+    """Each processor's tokenizer (text, SMILES) to ``tokenizers/<modality>/``, so a load needs nothing else."""
+    for modality, processor in processors.items():
+        tokenizer = getattr(processor, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(Path(directory) / "tokenizers" / modality)

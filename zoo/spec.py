@@ -142,14 +142,24 @@ class MultimodalLMSpec:
 
 @dataclass(frozen=True)
 class DualEncoderSpec:
-    """Modality towers and a text tower projected into one normalised space (CLIP-style)."""
+    """Modality towers and a text tower projected into one normalised space (CLIP-style).
+
+    ``projection: none`` is for towers whose pooled output is already in the shared space (open_clip).
+    """
 
     towers: dict[str, ComponentSpec]
     text_tower: ComponentSpec
     embed_dim: int
+    projection: str = "linear"
     init_logit_scale: float = 2.6592600  # log(1 / 0.07), CLIP's initial temperature
     seed: int = 0
     type: str = "dual-encoder"
+
+    PROJECTIONS: ClassVar[tuple[str, ...]] = ("linear", "none")
+
+    def __post_init__(self) -> None:
+        if self.projection not in self.PROJECTIONS:
+            raise SpecError(f"unknown spec.projection {self.projection!r}; allowed: {', '.join(self.PROJECTIONS)}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DualEncoderSpec:
@@ -159,6 +169,7 @@ class DualEncoderSpec:
             towers=_components(data["towers"], "spec.towers"),
             text_tower=ComponentSpec.from_dict(data["text_tower"], "spec.text_tower"),
             embed_dim=int(data["embed_dim"]),
+            projection=str(data.get("projection", "linear")),
             init_logit_scale=float(data.get("init_logit_scale", cls.init_logit_scale)),
             seed=int(data.get("seed", 0)),
         )

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from encoders.base import EncoderOutput, InvalidInputError, ProcessedBatch
+from encoders.pooling import Pooling, check_pooling, pool_tokens
 from encoders.text.tokenizers import load_tokenizer
 
 
@@ -25,15 +26,14 @@ class HFTextEncoderConfig:
     model_config: dict[str, Any] | None = None
     tokenizer: str | None = None
     max_length: int = 128
-    pooling: str = "mean"
+    pooling: Pooling = "mean"
     trust_remote_code: bool = False
     modality: str = "text"
 
     def __post_init__(self) -> None:
         if (self.pretrained is None) == (self.model_config is None):
             raise ValueError("give exactly one of 'pretrained' (hub id or directory) or 'model_config'")
-        if self.pooling not in ("mean", "cls"):
-            raise ValueError(f"unknown pooling {self.pooling!r}; allowed: mean, cls")
+        check_pooling(self.pooling)
         if self.pretrained is None and self.tokenizer is None:
             raise ValueError("a text encoder built from 'model_config' needs a 'tokenizer' source")
 
@@ -73,6 +73,8 @@ class HFTextEncoder(nn.Module):
             )
         else:
             self.model = AutoModel.from_config(_auto_config(config))
+        if getattr(self.model, "pooler", None) is not None:
+            self.model.pooler = None  # trained for NSP/SOP; pooling is ours, and every kept weight gets a gradient
         self.hidden_size = int(self.model.config.hidden_size)
 
     def num_tokens(self, size: int) -> int:
@@ -81,12 +83,7 @@ class HFTextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.bool()
-        if self.config.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return EncoderOutput(tokens=hidden, mask=mask, pooled=pooled)
+        return EncoderOutput(tokens=hidden, mask=mask, pooled=pool_tokens(hidden, mask, self.config.pooling))
 
 
 @dataclass

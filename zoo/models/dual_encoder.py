@@ -27,12 +27,21 @@ class DualEncoder(PretrainedMixin, nn.Module):
         self.spec = spec
         self.towers = nn.ModuleDict(towers)
         self.text_tower = text_tower
-        self.projections = nn.ModuleDict(
-            {m: nn.Linear(t.hidden_size, spec.embed_dim, bias=False) for m, t in towers.items()}
-        )
-        self.text_projection = nn.Linear(text_tower.hidden_size, spec.embed_dim, bias=False)
+        self.projections = nn.ModuleDict({m: self._projection(t, m) for m, t in towers.items()})
+        self.text_projection = self._projection(text_tower, "text")
         self.logit_scale = nn.Parameter(torch.tensor(float(spec.init_logit_scale)))
         self.processor = processor
+
+    def _projection(self, tower: nn.Module, name: str) -> nn.Module:
+        if self.spec.projection == "linear":
+            return nn.Linear(tower.hidden_size, self.spec.embed_dim, bias=False)
+        width = getattr(tower, "embed_dim", tower.hidden_size)
+        if width != self.spec.embed_dim:
+            raise ValueError(
+                f"projection 'none' needs the {name} tower's pooled width ({width}) to equal embed_dim "
+                f"({self.spec.embed_dim})"
+            )
+        return nn.Identity()
 
     def _tower_and_projection(self, modality: str) -> tuple[nn.Module, nn.Module]:
         if modality == "text":
@@ -49,6 +58,7 @@ class DualEncoder(PretrainedMixin, nn.Module):
 
     def embed(self, modality: str, items: Sequence[Any]) -> torch.Tensor:
         """L2-normalised embeddings of raw items of ``modality``."""
+        self._tower_and_projection(modality)  # unknown modality: name the towers before processing anything
         return self.embed_processed(modality, self.processor(modality, items).inputs)
 
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
