@@ -14,6 +14,7 @@ _LAZY = {
     "card": "zoo.cards",
     "build": "zoo.loading",
     "load": "zoo.loading",
+    "evaluate": "zoo.evaluation.evaluate",
     "spec_from_dict": "zoo.spec",
     "spec_to_dict": "zoo.spec",
 }

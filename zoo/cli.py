@@ -49,6 +49,48 @@ def info_cmd(name: str = typer.Argument(..., help="a model name from `zoo list`"
         typer.echo(f"result: {json.dumps(r)}")
 
 
+def _parse_overrides(pairs: list[str]) -> dict[str, object]:
+    import yaml
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set takes KEY=VALUE (YAML value), got {pair!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+@app.command("eval")
+def eval_cmd(
+    name: str = typer.Argument(..., help="model: a name from `zoo list`, a directory, or hf-hub:org/repo"),
+    task: str = typer.Option(..., "--task", "-t", help="a built-in task (see --list-tasks) or a task YAML"),
+    data: str = typer.Option(..., "--data", "-d", help="data file or folder the task's reader takes"),
+    output_dir: str = typer.Option("runs/eval", "--output-dir", "-o", help="where results.json and report.html go"),
+    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="only the first N rows"),  # noqa: UP045 (typer)
+    overrides: list[str] = typer.Option([], "--set", help="override a task key, e.g. --set generation.max_new_tokens=8"),
+) -> None:
+    """Evaluate a model on a task; failed rows count as wrong and are listed."""
+    from zoo.evaluation.evaluate import evaluate
+
+    results = evaluate(name, task, data, batch_size=batch_size, limit=limit, output_dir=output_dir, **_parse_overrides(overrides))
+    width = max(len(k) for k in results["metrics"]) if results["metrics"] else 0
+    for key, value in results["metrics"].items():
+        typer.echo(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    typer.echo(f"{results['num_rows']} rows, {results['num_failed']} failed (counted as wrong)")
+    typer.echo(f"wrote {output_dir}/results.json and {output_dir}/report.html")
+
+
+@app.command("tasks")
+def tasks_cmd() -> None:
+    """List the built-in evaluation tasks."""
+    from tasks.config import builtin_tasks, load_task
+
+    for name in builtin_tasks():
+        typer.echo(f"{name:<26}  {load_task(name).description}")
+
+
 @app.command("demo")
 def demo_cmd() -> None:
     """Build tiny-test-vlm, run a batch through forward and generate, and say what happened."""
@@ -59,12 +101,14 @@ def demo_cmd() -> None:
 
 def main() -> None:
     """Console entry point; errors from user input print as one clear line, not a traceback."""
+    from encoders.base import InvalidInputError
+    from tasks.config import TaskConfigError
     from zoo.registry import UnknownComponentError
     from zoo.spec import SpecError
 
     try:
         app()
-    except (UnknownComponentError, SpecError, FileNotFoundError) as err:
+    except (UnknownComponentError, SpecError, FileNotFoundError, TaskConfigError, InvalidInputError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(2)
 

@@ -1,0 +1,125 @@
+"""Task definitions as YAML data, with ``include:`` inheritance (a child overrides its parent's keys).
+
+A task says how rows are read (``reader``, ``fields``), how the model is asked (``kind``, ``prompt_template``,
+``generation``) and how answers are scored (``metric``). Built-in tasks live in ``tasks/configs/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+KINDS: tuple[str, ...] = ("generate", "multiple-choice", "retrieval", "zero-shot-classification")
+
+
+class TaskConfigError(ValueError):
+    """A task YAML that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One evaluation task.
+
+    fields: role -> row column. Roles: ``id``, ``item`` (the modality input), ``prompt``, ``reference``,
+            ``options`` (multiple choice), ``answer`` (index of the right option), ``aspect``, ``label``.
+    """
+
+    name: str
+    kind: str
+    metric: str
+    description: str = ""
+    modality: str | None = None
+    reader: str = "jsonl"
+    fields: dict[str, str] = field(default_factory=dict)
+    prompt_template: str = "{prompt}"
+    generation: dict[str, Any] = field(default_factory=dict)
+    metric_options: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+    class_templates: list[str] = field(default_factory=lambda: ["{}"])
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise TaskConfigError(f"task {self.name!r}: unknown kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+
+    def column(self, role: str) -> str:
+        """The row column that plays ``role`` (defaults to the role's own name)."""
+        return self.fields.get(role, role)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def builtin_tasks() -> list[str]:
+    """Names of the tasks shipped in ``tasks/configs``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _locate(name_or_path: str | Path, base: Path | None) -> Path:
+    path = Path(name_or_path)
+    candidates = [path] if path.suffix in (".yaml", ".yml") else []
+    if base is not None:
+        candidates.append(base / path)
+    candidates.append(CONFIG_DIR / f"{name_or_path}.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise TaskConfigError(
+        f"no task {str(name_or_path)!r}: not a YAML file and not a built-in task ({', '.join(builtin_tasks())})"
+    )
+
+
+def _raw(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    import yaml
+
+    if path in seen:
+        raise TaskConfigError(f"include cycle: {' -> '.join(str(p) for p in (*seen, path))}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise TaskConfigError(f"{path}: a task file must hold a mapping")
+    parent = data.pop("include", None)
+    if parent is None:
+        return data
+    merged = _raw(_locate(parent, path.parent), (*seen, path))
+    merged.update(data)
+    return merged
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """``a.b=v`` sets ``data["a"]["b"]`` (creating the mapping), ``a=v`` replaces ``data["a"]``."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        data[head] = value
+        return
+    child = data.setdefault(head, {})
+    if not isinstance(child, dict):
+        raise TaskConfigError(f"cannot set {key!r}: {head!r} is not a mapping")
+    data[head] = child = dict(child)
+    _set_dotted(child, rest, value)
+
+
+def load_task(name_or_path: str | Path | TaskConfig, **overrides: Any) -> TaskConfig:
+    """A built-in task by name, or a YAML file. ``overrides`` replace keys; a dotted key such as
+    ``generation.max_new_tokens`` sets one entry of a mapping."""
+    if isinstance(name_or_path, TaskConfig):
+        if not overrides:
+            return name_or_path
+        data = name_or_path.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(data, key, value)
+        return TaskConfig(**data)
+    path = _locate(name_or_path, None)
+    data = _raw(path.resolve(), ())
+    for key, value in overrides.items():
+        _set_dotted(data, key, value)
+    data.setdefault("name", path.stem)
+    allowed = [f.name for f in dataclasses.fields(TaskConfig)]
+    for key in data:
+        if key not in allowed:
+            raise TaskConfigError(f"{path}: unknown key {key!r}; allowed keys: include, {', '.join(allowed)}")
+    for key in ("kind", "metric"):
+        if key not in data:
+            raise TaskConfigError(f"{path}: missing required key {key!r}")
+    return TaskConfig(**data)

@@ -1,0 +1,184 @@
+"""zoo.evaluate / zoo eval: every task kind end to end on tiny models, with failed rows counted, not dropped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+import zoo
+from tasks.config import TaskConfigError, load_task
+from tests.helpers import dual_encoder_spec, image_molecule_lm_spec
+from zoo.evaluation.evaluate import evaluate
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220)}
+
+
+def _scene(path: Path, colour: str, shape: str) -> str:
+    image = Image.new("RGB", (48, 48), "white")
+    draw = ImageDraw.Draw(image)
+    (draw.ellipse if shape == "circle" else draw.rectangle)((12, 12, 36, 36), fill=COLOURS[colour])
+    image.save(path)
+    return path.name
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    """Six generated scenes, a corrupt image and a malformed line, in one JSONL manifest."""
+    root = tmp_path_factory.mktemp("scenes")
+    rows = []
+    for i, (colour, shape) in enumerate([(c, s) for c in COLOURS for s in ("circle", "square")]):
+        name = _scene(root / f"{i}.png", colour, shape)
+        rows.append({
+            "id": f"s{i}", "image": name, "question": f"What colour is the {shape}?", "answers": [colour] * 10,
+            "captions": [f"a {colour} {shape}", f"one {colour} {shape} on white"], "label": colour,
+            "expression": f"the {colour} {shape}", "box": [0.25, 0.25, 0.75, 0.75],
+        })
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    rows.append({**rows[0], "id": "corrupt", "image": "broken.png"})
+    lines = [json.dumps(r) for r in rows]
+    lines.insert(3, "{not json")
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    return zoo.build("tiny-test-vlm").eval()
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return zoo.build(dual_encoder_spec()).eval()
+
+
+def test_generation_task_counts_failed_rows_in_the_denominator(vlm, scenes, tmp_path):
+    first = evaluate(vlm, "vqa", scenes / "manifest.jsonl", batch_size=4, progress=False, report=False)
+    assert first["num_rows"] == 8 and first["num_failed"] == 2
+    stages = {f["source"]: f["stage"] for f in first["failures"]}
+    assert stages == {"manifest.jsonl:4": "read", "manifest.jsonl:8": "input"}
+    assert "broken.png" in next(f["error"] for f in first["failures"] if f["stage"] == "input")
+    # Make every readable reference equal the model's own answer: the score must be 6/8, not 6/6.
+    rows = [json.loads(line) for line in (scenes / "manifest.jsonl").read_text().splitlines() if line.startswith("{\"")]
+    answers = {r["id"]: r["prediction"] for r in first["rows"] if r["prediction"] is not None}
+    for row in rows:
+        row["answers"] = [answers.get(row["id"], "x")] * 10
+    rigged = tmp_path / "manifest.jsonl"
+    lines = [json.dumps(r) for r in rows]
+    lines.insert(3, "{not json")
+    rigged.write_text("\n".join(lines) + "\n")
+    for png in scenes.glob("*.png"):
+        shutil.copy(png, tmp_path / png.name)
+    second = evaluate(vlm, "vqa", rigged, batch_size=4, progress=False, report=False)
+    assert second["metrics"]["vqa_accuracy"] == pytest.approx(6 / 8)
+
+
+def test_scores_do_not_depend_on_batch_size(vlm, scenes):
+    one = evaluate(vlm, "captioning", scenes / "manifest.jsonl", batch_size=1, progress=False, report=False)
+    many = evaluate(vlm, "captioning", scenes / "manifest.jsonl", batch_size=32, progress=False, report=False)
+    assert [r["prediction"] for r in one["rows"]] == [r["prediction"] for r in many["rows"]]
+    assert one["metrics"] == many["metrics"]
+
+
+def test_grounding_lists_unparsable_generations(vlm, scenes):
+    results = evaluate(vlm, "grounding", scenes / "manifest.jsonl", progress=False, report=False)
+    unparsable = [f for f in results["failures"] if f["stage"] == "generation"]
+    assert len(unparsable) == 6 and "unparsable box" in unparsable[0]["error"]  # an untrained model emits no box
+    assert results["metrics"]["accuracy_at_iou_0.5"] == 0.0
+
+
+def test_retrieval_and_zero_shot_classification_on_a_dual_encoder(clip, scenes):
+    retrieval = evaluate(clip, "retrieval", scenes / "manifest.jsonl", progress=False, report=False,
+                         metric_options={"ks": [1, 14]})
+    assert retrieval["num_failed"] == 2
+    # 14 captions: within 14 every loaded image finds its caption; the corrupt and the malformed rows cannot
+    assert retrieval["metrics"]["image_to_text/recall@14"] == pytest.approx(6 / 8)
+    assert retrieval["metrics"]["text_to_image/recall@14"] == pytest.approx(12 / 14 * 7 / 8)
+    zsc = evaluate(clip, "zero-shot-classification", scenes / "manifest.jsonl", progress=False, report=False)
+    assert set(zsc["metrics"]) == {"acc@1", "acc@5", "mean_per_class_recall"}
+    assert zsc["metrics"]["acc@5"] == pytest.approx(6 / 8)  # three classes: top-5 always hits, except the failures
+
+
+def test_multiple_choice_scores_options_by_log_likelihood(tmp_path):
+    model = zoo.build(image_molecule_lm_spec()).eval()
+    rows = [
+        {"smiles": "CCO", "question": "Which group?", "options": ["alcohol", "amine", "ketone", "acid"], "answer": 0, "aspect": "groups"},
+        {"smiles": "CC(=O)O", "question": "Which group?", "options": ["alcohol", "acid"], "answer": 1, "aspect": "groups"},
+        {"smiles": "C1CC", "question": "Broken?", "options": ["yes", "no"], "answer": 0, "aspect": "other"},
+    ]
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    results = evaluate(model, "molecule-qa", tmp_path / "qa.jsonl", progress=False, report=False)
+    assert results["num_failed"] == 1 and "C1CC" in results["failures"][0]["error"]
+    assert set(results["metrics"]) == {"accuracy", "accuracy/groups", "accuracy/other"}
+    assert results["metrics"]["accuracy/other"] == 0.0
+    assert all(r["prediction"].startswith("option ") for r in results["rows"][:2])
+
+
+def test_reaction_task_with_beam_top_k(vlm, tmp_path):
+    (tmp_path / "src-test.txt").write_text("<RX_1> C C O\n<RX_2> c 1 c c c c c 1\n")
+    (tmp_path / "tgt-test.txt").write_text("C C . O\nC 1 = C C = C C = C 1\n")
+    results = evaluate(
+        vlm, "retro-uspto50k", tmp_path, progress=False, report=False, modality=None,
+        prompt_template="Product: {item} Reactants:", **{"generation.max_new_tokens": 6, "generation.num_beams": 3,
+                                                           "generation.num_return_sequences": 3},
+    )
+    assert all(len(r["prediction"]) == 3 for r in results["rows"])
+    assert {"top1_exact_match_stereo_aware", "top3_exact_match_stereo_agnostic", "top1_validity"} <= set(results["metrics"])
+
+
+def test_results_carry_provenance_and_are_written_atomically(vlm, scenes, tmp_path):
+    evaluate(vlm, "vqa", scenes / "manifest.jsonl", output_dir=tmp_path / "out", progress=False)
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    prov = written["provenance"]
+    assert prov["spec"]["type"] == "multimodal-lm" and prov["prompt_template"].startswith("{placeholder}")
+    assert len(prov["data"]["sha256"]) == 64 and prov["packages"]["torch"].startswith("2.")
+    assert "resolved_data_config" in prov["processor"]["encoders"]["image"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "results.json"]
+
+
+def test_report_renders_in_headless_chromium(vlm, scenes, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (CI installs it: apt-get install chromium)")
+    evaluate(vlm, "vqa", scenes / "manifest.jsonl", output_dir=tmp_path, progress=False)
+    out = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    dom = out.stdout
+    assert 'data-rendered="yes"' in dom, out.stderr[-2000:]
+    total = int(dom.split('data-images-total="')[1].split('"')[0])
+    loaded = int(dom.split('data-images-loaded="')[1].split('"')[0])
+    assert total >= 8 and loaded == total  # 6 thumbnails + 2 plots, all decoded
+    assert "manifest.jsonl:4" in dom and "not a readable image" in dom
+
+
+def test_cli_eval_writes_results(scenes, tmp_path):
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "tiny-test-vlm", "--task", "vqa", "--data", str(scenes / "manifest.jsonl"),
+                                      "-o", str(tmp_path), "--set", "generation.max_new_tokens=2"])
+    assert result.exit_code == 0, result.output
+    assert "8 rows, 2 failed (counted as wrong)" in result.output
+    assert json.loads((tmp_path / "results.json").read_text())["task"]["generation"]["max_new_tokens"] == 2
+
+
+def test_task_yaml_include_and_strict_keys(tmp_path):
+    (tmp_path / "mine.yaml").write_text("include: vqa\nprompt_template: '{placeholder} Q: {question} A:'\n")
+    task = load_task(tmp_path / "mine.yaml")
+    assert task.metric == "vqa" and task.prompt_template.startswith("{placeholder} Q:") and task.name == "mine"
+    (tmp_path / "bad.yaml").write_text("include: vqa\nmetrc: vqa\n")
+    with pytest.raises(TaskConfigError, match="unknown key 'metrc'"):
+        load_task(tmp_path / "bad.yaml")
+    (tmp_path / "a.yaml").write_text("include: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("include: a.yaml\n")
+    with pytest.raises(TaskConfigError, match="include cycle"):
+        load_task(tmp_path / "a.yaml")

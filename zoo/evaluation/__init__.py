@@ -1,0 +1,1 @@
+"""Evaluation: task runners, scoring with honest failure accounting, results.json and report.html."""

@@ -1,0 +1,36 @@
+"""Turn rows into model batches while isolating bad rows: a failure is pinned on its row, the rest go on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tasks.data.manifest import Row
+
+# Errors that mean "this row's input is bad", as opposed to a bug: they become row failures.
+ROW_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, IndexError, TypeError, OSError)
+
+
+def build_isolating(
+    rows: Sequence[Row], build: Callable[[Sequence[Row]], Any]
+) -> tuple[Any | None, list[Row], dict[int, str]]:
+    """``build(rows)``; if it raises a row error, find the failing rows one by one and build the rest.
+
+    Returns (batch or None, the rows in the batch, {row index: error message}).
+    """
+    try:
+        return build(rows), list(rows), {}
+    except ROW_ERRORS:
+        pass
+    good, failed = [], {}
+    for row in rows:
+        try:
+            build([row])
+            good.append(row)
+        except ROW_ERRORS as err:
+            failed[row.index] = f"{type(err).__name__}: {err}"
+    return (build(good) if good else None), good, failed
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,219 @@
+"""``zoo.evaluate``: run a task over a data file, count every failed row as wrong, and write the results.
+
+The results hold full provenance (resolved spec, processor config, task and prompt template, generation
+settings, package versions, data checksum) so a number can be traced and reproduced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from tasks.config import TaskConfig, load_task
+from tasks.data.manifest import Row, read_rows
+from zoo.evaluation import scoring
+from zoo.evaluation.runners import RUNNERS, Outcome
+
+PACKAGES = ("modalzoo", "torch", "transformers", "timm", "open-clip-torch", "rdkit", "torch-geometric", "torchaudio")
+METRICS = {
+    "vqa": scoring.vqa,
+    "exact_match": scoring.exact_match,
+    "captioning": scoring.captioning,
+    "reaction_topk": scoring.reaction_topk,
+    "grounding": scoring.grounding,
+    "molecule_generation": scoring.molecule_generation,
+}
+EMBEDDING_METRICS = ("retrieval", "zero_shot_classification")
+
+
+def data_sha256(path: Path) -> str:
+    """Checksum of a data file, or of every file under a data folder (sorted by name)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return str(value)
+
+
+def _score(task: TaskConfig, rows: list[Row], outcome: Outcome) -> tuple[dict[str, float], dict[int, float]]:
+    if outcome.metrics is not None:
+        coverage = sum(r.ok for r in rows) / len(rows)
+        metrics = {k: v * coverage if k in outcome.rate_keys else v for k, v in outcome.metrics.items()}
+        return metrics, outcome.per_row or {}
+    if task.kind == "multiple-choice":
+        return _score_multiple_choice(task, rows, outcome)
+    if task.metric not in METRICS:
+        raise KeyError(f"task {task.name!r} names unknown metric {task.metric!r}; known: {', '.join(METRICS)}")
+    reference_column = task.column("reference")
+    for row in rows:
+        if row.ok and row.fields.get(reference_column) is None:
+            outcome.failures.setdefault(row.index, ("read", f"row has no {reference_column!r} field"))
+    usable = [r for r in rows if r.index not in outcome.failures or outcome.failures[r.index][0] != "read"]
+    per_row = dict.fromkeys((r.index for r in rows), 0.0)
+    if not usable:
+        return {}, per_row
+    scores = METRICS[task.metric](
+        [outcome.predictions.get(r.index) for r in usable], [r.fields[reference_column] for r in usable], **task.metric_options
+    )
+    for row, score in zip(usable, scores.per_row, strict=True):
+        per_row[row.index] = score
+    for k, message in scores.unparsable.items():
+        outcome.failures.setdefault(usable[k].index, ("generation", message))
+    coverage = len(usable) / len(rows)
+    summary = {k: v * coverage if k in scores.rate_keys else v for k, v in scores.summary.items()}
+    if coverage < 1:
+        summary["scored_fraction"] = coverage
+    return summary, per_row
+
+
+def _score_multiple_choice(task: TaskConfig, rows: list[Row], outcome: Outcome) -> tuple[dict[str, float], dict[int, float]]:
+    from tasks.metrics import choose_options
+
+    normalise = task.metric_options.get("length_normalised", False)
+    per_row: dict[int, float] = {}
+    aspects: dict[str, list[float]] = {}
+    for row in rows:
+        prediction = outcome.predictions.get(row.index)
+        right = False
+        if prediction is not None:
+            ll, counts = prediction
+            chosen = choose_options([ll], [counts] if normalise else None)[0]
+            outcome.predictions[row.index] = f"option {chosen}: {row.fields[task.column('options')][chosen]}"
+            right = chosen == int(row.fields[task.column("answer")])
+        per_row[row.index] = float(right)
+        aspect = str(row.fields.get(task.column("aspect"), "all")) if row.ok else "unreadable"
+        aspects.setdefault(aspect, []).append(float(right))
+    summary = {"accuracy": sum(per_row.values()) / len(rows)}
+    summary |= {f"accuracy/{a}": sum(v) / len(v) for a, v in sorted(aspects.items())}
+    return summary, per_row
+
+
+def evaluate(
+    model: Any,
+    task: str | Path | TaskConfig,
+    data: str | Path,
+    *,
+    batch_size: int = 16,
+    limit: int | None = None,
+    output_dir: str | Path | None = None,
+    progress: bool = True,
+    report: bool = True,
+    **task_overrides: Any,
+) -> dict[str, Any]:
+    """Run ``task`` on the rows of ``data``; returns (and with ``output_dir`` writes) the results.
+
+    ``model`` is a model or a name for ``zoo.load``. Every row that fails (unreadable row, bad input,
+    unparsable output) is counted as wrong and listed under ``failures``; nothing is dropped.
+    """
+    import torch
+
+    if isinstance(model, (str, Path)):
+        from zoo.loading import load
+
+        model = load(model)
+    task = load_task(task, **task_overrides)
+    data = Path(data)
+    started = time.time()
+    rows = read_rows(task.reader, data, task.column("item"), task.modality)[:limit]
+    if not rows:
+        raise ValueError(f"{data} has no rows for task {task.name!r}")
+    readable = [r for r in rows if r.ok]
+    model.eval()
+    with torch.no_grad():
+        outcome = RUNNERS[task.kind](model, task, readable, batch_size, progress)
+    for row in rows:
+        if not row.ok:
+            outcome.failures[row.index] = ("read", row.error or "")
+    metrics, per_row = _score(task, rows, outcome)
+    results = {
+        "task": task.to_dict(),
+        "metrics": metrics,
+        "num_rows": len(rows),
+        "num_failed": len(outcome.failures),
+        "failures": [
+            {"index": i, "source": rows[i].source, "stage": stage, "error": message}
+            for i, (stage, message) in sorted(outcome.failures.items())
+        ],
+        "rows": [
+            {
+                "index": r.index,
+                "id": r.fields.get(task.column("id"), r.index),
+                "source": r.source,
+                "item": _json_safe(r.fields.get(task.column("item"))),
+                "prompt": r.fields.get(task.column("prompt")),
+                "prediction": _json_safe(outcome.predictions.get(r.index)),
+                "reference": _json_safe(r.fields.get(task.column("reference"), r.fields.get(task.column("answer")))),
+                "score": per_row.get(r.index, 0.0),
+                "error": outcome.failures.get(r.index, (None, None))[1],
+            }
+            for r in rows
+        ],
+        "provenance": {
+            "model": getattr(model, "card_meta", {}).get("name", type(model).__name__),
+            "spec": _json_safe(_spec_dict(model)),
+            "processor": _json_safe(model.processor.config_dict()),
+            "prompt_template": task.prompt_template,
+            "generation": task.generation,
+            "batch_size": batch_size,
+            "data": {"path": str(data), "sha256": data_sha256(data), "rows": len(rows)},
+            "packages": package_versions(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "device": str(model.device),
+            "dtype": str(model.dtype),
+            "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+            "duration_s": round(time.time() - started, 3),
+        },
+    }
+    if output_dir is not None:
+        write_results(results, Path(output_dir), report=report)
+    return results
+
+
+def _spec_dict(model: Any) -> dict[str, Any]:
+    from zoo.spec import spec_to_dict
+
+    return spec_to_dict(model.spec)
+
+
+def write_results(results: dict[str, Any], output_dir: Path, report: bool = True) -> Path:
+    """``results.json`` (and ``report.html``) in ``output_dir``, each written atomically."""
+    from zoo.io import atomic_write
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2, sort_keys=False) + "\n"
+    atomic_write(output_dir / "results.json", lambda tmp: tmp.write_text(text))
+    if report:
+        from zoo.evaluation.report import render_report
+
+        html = render_report(results)
+        atomic_write(output_dir / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
+    return output_dir

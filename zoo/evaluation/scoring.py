@@ -1,0 +1,114 @@
+"""Metric adapters for generation tasks: predictions (``None`` for a failed row) + references -> scores.
+
+Each adapter returns the summary metrics and one score per row. A failed row (``None``) always scores as
+wrong and stays in every denominator; the numbers themselves come from the pure functions in ``tasks.metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Scores:
+    """Summary metrics, one score per row (1.0 = fully right), rows whose output could not be parsed, and
+    which summary keys are means over rows (those extend to unscorable rows as zeros; corpus-level ones
+    such as BLEU cannot and are reported over the scored rows)."""
+
+    summary: dict[str, float]
+    per_row: list[float]
+    unparsable: dict[int, str]
+    rate_keys: tuple[str, ...] = ()
+
+
+def _first(prediction: Any) -> str:
+    if prediction is None:
+        return ""
+    return prediction[0] if isinstance(prediction, list) else prediction
+
+
+def vqa(predictions: Sequence[Any], references: Sequence[Any], **_: Any) -> Scores:
+    """Official VQAv2 accuracy (references: the ten human answers of each question)."""
+    from tasks.metrics import vqa_accuracy
+
+    per_row = [0.0 if p is None else vqa_accuracy(_first(p), list(r)) for p, r in zip(predictions, references, strict=True)]
+    return Scores({"vqa_accuracy": sum(per_row) / len(per_row)}, per_row, {}, ("vqa_accuracy",))
+
+
+def exact_match(predictions: Sequence[Any], references: Sequence[Any], **_: Any) -> Scores:
+    """Whitespace-stripped, case-sensitive string equality with any of the references."""
+    per_row = []
+    for p, r in zip(predictions, references, strict=True):
+        refs = [r] if isinstance(r, str) else list(r)
+        per_row.append(float(p is not None and _first(p).strip() in [x.strip() for x in refs]))
+    return Scores({"exact_match": sum(per_row) / len(per_row)}, per_row, {}, ("exact_match",))
+
+
+def captioning(predictions: Sequence[Any], references: Sequence[Any], **_: Any) -> Scores:
+    """Corpus BLEU-2/4, ROUGE-1/2/L F and exact-match METEOR; a failed row is an empty caption."""
+    from tasks.metrics import caption_metrics, rouge_f_no_stemming
+
+    texts = [_first(p) for p in predictions]
+    summary = caption_metrics(texts, list(references))
+    per_row = [rouge_f_no_stemming([t], [r])["rougeL"] for t, r in zip(texts, references, strict=True)]
+    return Scores(summary, per_row, {})
+
+
+def reaction_topk(predictions: Sequence[Any], references: Sequence[Any], ks: Sequence[int] = (1, 3, 5, 10), **_: Any) -> Scores:
+    """Top-k exact match (stereo-aware and stereo-agnostic, canonical SMILES, any component order) and
+    top-1 validity; a failed row has no candidates."""
+    from tasks.metrics import top1_validity, topk_exact_match_stereo_agnostic, topk_exact_match_stereo_aware
+    from tasks.metrics.smiles import canonicalize_smiles
+
+    ranked = [[] if p is None else ([p] if isinstance(p, str) else list(p)) for p in predictions]
+    ks = [k for k in ks if k <= max(1, max(len(r) for r in ranked))] or [1]
+    aware = topk_exact_match_stereo_aware(ranked, list(references), ks)
+    agnostic = topk_exact_match_stereo_agnostic(ranked, list(references), ks)
+    summary = {f"top{k}_exact_match_stereo_aware": v for k, v in aware.accuracy.items()}
+    summary |= {f"top{k}_exact_match_stereo_agnostic": v for k, v in agnostic.accuracy.items()}
+    summary["top1_validity"] = top1_validity(ranked)
+    per_row = [
+        float(bool(r) and canonicalize_smiles(r[0]) is not None and canonicalize_smiles(r[0]) == canonicalize_smiles(ref))
+        for r, ref in zip(ranked, references, strict=True)
+    ]
+    return Scores(summary, per_row, {}, tuple(summary))
+
+
+def grounding(predictions: Sequence[Any], references: Sequence[Any], bins: int = 512, threshold: float = 0.5, **_: Any) -> Scores:
+    """Decode position tokens to a normalised xyxy box and score Acc@IoU>=threshold against the reference."""
+    import torch
+
+    from tasks.metrics import decode_box_tokens, paired_iou
+
+    per_row, unparsable = [], {}
+    for i, (p, ref) in enumerate(zip(predictions, references, strict=True)):
+        if p is None:
+            per_row.append(0.0)
+            continue
+        try:
+            box = decode_box_tokens(_first(p), bins=bins)
+        except ValueError as err:
+            unparsable[i] = f"unparsable box: {err}"
+            per_row.append(0.0)
+            continue
+        iou = float(paired_iou(torch.tensor([box]), torch.tensor([list(ref)]))[0])
+        per_row.append(float(iou >= threshold))
+    key = f"accuracy_at_iou_{threshold}"
+    return Scores({key: sum(per_row) / len(per_row)}, per_row, unparsable, (key,))
+
+
+def molecule_generation(predictions: Sequence[Any], references: Sequence[Any], **_: Any) -> Scores:
+    """Text -> molecule metrics as in MolT5 (BLEU over SMILES characters, exact, Levenshtein, validity,
+    fingerprint Tanimoto); a failed row is an empty (invalid) SMILES."""
+    from tasks.metrics import molecule_generation_metrics
+    from tasks.metrics.smiles import canonicalize_smiles
+
+    texts = [_first(p) for p in predictions]
+    summary = molecule_generation_metrics(texts, list(references))
+    per_row = [
+        float(canonicalize_smiles(t) is not None and canonicalize_smiles(t) == canonicalize_smiles(r))
+        for t, r in zip(texts, references, strict=True)
+    ]
+    return Scores(summary, per_row, {})
