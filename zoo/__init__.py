@@ -17,6 +17,7 @@ _LAZY = {
     "evaluate": "zoo.evaluation.evaluate",
     "spec_from_dict": "zoo.spec",
     "spec_to_dict": "zoo.spec",
+    "merge": "zoo.training.merge",
 }
 
 __all__ = ["__version__", *_LAZY]

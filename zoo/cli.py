@@ -91,6 +91,45 @@ def tasks_cmd() -> None:
         typer.echo(f"{name:<26}  {load_task(name).description}")
 
 
+def _parse_layer_alphas(pairs: list[str]) -> dict[str, float]:
+    layer_alphas = {}
+    for pair in pairs:
+        pattern, _, ratio = pair.rpartition("=")
+        try:
+            value = float(ratio) if pattern else None
+        except ValueError:
+            value = None
+        if value is None:
+            raise typer.BadParameter(f"--layer-alpha takes PATTERN=RATIO, e.g. 'projectors.*=1.0', got {pair!r}")
+        layer_alphas[pattern] = value
+    return layer_alphas
+
+
+@app.command("merge")
+def merge_cmd(
+    base: str = typer.Argument(..., help="the base model: a name from `zoo list`, a directory, or hf-hub:org/repo"),
+    finetuned: str = typer.Argument(..., help="a fine-tuned copy of BASE (same forms)"),
+    alpha: float = typer.Option(..., "--alpha", "-a", help="weight of FINETUNED in [0, 1]: 0 = BASE, 1 = FINETUNED"),
+    layer_alpha: list[str] = typer.Option(
+        [], "--layer-alpha", help="PATTERN=RATIO: another ratio for keys matching the glob; first match wins"
+    ),
+    output: str = typer.Option(..., "--output", "-o", help="directory to save the merged model to"),
+) -> None:
+    """Average BASE and FINETUNED in weight space, (1 - a) * BASE + a * FINETUNED, and save the result."""
+    from zoo.training.merge import MergeError, describe_ratios, merge, resolve_ratios
+
+    layer_alphas = _parse_layer_alphas(layer_alpha)
+    try:
+        merged = merge(base, finetuned, alpha, layer_alphas=layer_alphas)
+    except MergeError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from err
+    ratios = resolve_ratios(merged.state_dict(), alpha, layer_alphas)
+    typer.echo(f"merged {base} and {finetuned} (ratio = weight of {finetuned}): {describe_ratios(ratios)}")
+    merged.save_pretrained(output)
+    typer.echo(f"wrote {output}")
+
+
 @app.command("demo")
 def demo_cmd() -> None:
     """Build tiny-test-vlm, run a batch through forward and generate, and say what happened."""

@@ -66,7 +66,7 @@ def build(name_or_spec: str | Mapping[str, Any] | ModelSpec) -> Any:
 
 
 def load(
-    name_or_path: str | Path,
+    name_or_path: str | Path | Mapping[str, Any] | ModelSpec,
     device: Any = None,
     dtype: Any = None,
     weights_dir: str | Path | None = None,
@@ -74,9 +74,17 @@ def load(
     """A model with its weights, in eval mode.
 
     ``name_or_path`` is a card name (``zoo list``), a local directory (or ``local-dir:PATH``) written by
-    ``save_pretrained``, or ``hf-hub:org/repo[@revision]``. ``weights_dir`` takes a card's weight files from a
-    local folder (checked by sha256) instead of downloading them.
+    ``save_pretrained``, ``hf-hub:org/repo[@revision]``, or a spec whose components name their own
+    pretrained weights (e.g. an open_clip tag). ``weights_dir`` takes a card's weight files from a local
+    folder (checked by sha256) instead of downloading them.
     """
+    if not isinstance(name_or_path, (str, Path)):
+        from zoo.assembly import build_model
+
+        spec, _ = _as_spec(name_or_path)
+        model = build_model(spec, load_pretrained=True)
+        model.card_meta = {}
+        return _place(model, device, dtype)
     name = str(name_or_path)
     if name.startswith(HUB_PREFIX):
         repo, _, revision = name[len(HUB_PREFIX) :].partition("@")

@@ -151,7 +151,7 @@ class DualEncoderSpec:
     text_tower: ComponentSpec
     embed_dim: int
     projection: str = "linear"
-    init_logit_scale: float = 2.6592600  # log(1 / 0.07), CLIP's initial temperature
+    init_logit_scale: float | None = None  # None: the text tower's own (open_clip), else log(1 / 0.07)
     seed: int = 0
     type: str = "dual-encoder"
 
@@ -170,7 +170,7 @@ class DualEncoderSpec:
             text_tower=ComponentSpec.from_dict(data["text_tower"], "spec.text_tower"),
             embed_dim=int(data["embed_dim"]),
             projection=str(data.get("projection", "linear")),
-            init_logit_scale=float(data.get("init_logit_scale", cls.init_logit_scale)),
+            init_logit_scale=None if data.get("init_logit_scale") is None else float(data["init_logit_scale"]),
             seed=int(data.get("seed", 0)),
         )
 

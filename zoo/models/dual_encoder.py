@@ -29,13 +29,20 @@ class DualEncoder(PretrainedMixin, nn.Module):
         self.text_tower = text_tower
         self.projections = nn.ModuleDict({m: self._projection(t, m) for m, t in towers.items()})
         self.text_projection = self._projection(text_tower, "text")
-        self.logit_scale = nn.Parameter(torch.tensor(float(spec.init_logit_scale)))
+        self.logit_scale = nn.Parameter(torch.tensor(self._initial_logit_scale(spec, text_tower)))
         self.processor = processor
 
+    @staticmethod
+    def _initial_logit_scale(spec: Any, text_tower: nn.Module) -> float:
+        """The spec's value; else a tower's own (an open_clip checkpoint's); else CLIP's log(1/0.07)."""
+        if spec.init_logit_scale is not None:
+            return float(spec.init_logit_scale)
+        return float(getattr(text_tower, "logit_scale_init", 2.6592600))
+
     def _projection(self, tower: nn.Module, name: str) -> nn.Module:
+        width = getattr(tower, "pooled_size", tower.hidden_size)
         if self.spec.projection == "linear":
-            return nn.Linear(tower.hidden_size, self.spec.embed_dim, bias=False)
-        width = getattr(tower, "embed_dim", tower.hidden_size)
+            return nn.Linear(width, self.spec.embed_dim, bias=False)
         if width != self.spec.embed_dim:
             raise ValueError(
                 f"projection 'none' needs the {name} tower's pooled width ({width}) to equal embed_dim "

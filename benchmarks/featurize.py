@@ -1,0 +1,87 @@
+"""Molecules per second of our featurization against bare RDKit parsing and PyG's ``from_smiles``.
+
+Runs over the 5,004 USPTO-50K test products (``../shared/data/uspto50k/src-test.txt``; each line is a
+``<RX_n>`` class token and space-separated SMILES tokens). Targets: at least 3x ``from_smiles`` and at most
+1.3x the time of bare ``Chem.MolFromSmiles`` (the baseline drops each Mol at once; keeping 5,004 Mols alive
+is slower and is shown as a second row). Each method runs ``--repeats`` times, interleaved so machine load
+hits all of them alike, and the best time counts.
+
+    .venv/bin/python benchmarks/featurize.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rdkit import Chem, RDLogger
+from torch_geometric.utils import from_smiles
+
+from encoders.molecule import featurize_many, smiles_to_graph
+
+PRODUCTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "uspto50k" / "src-test.txt"
+
+
+def load_products(path: Path) -> list[str]:
+    """Product SMILES of a USPTO-50K ``src`` file: drop the reaction-class token, join the SMILES tokens."""
+    return ["".join(line.split()[1:]) for line in path.read_text().splitlines() if line.strip()]
+
+
+def parse_only(smiles: list[str]) -> None:
+    """Bare parsing: each ``Mol`` is dropped at once, so keeping thousands alive adds no memory cost."""
+    for text in smiles:
+        Chem.MolFromSmiles(text)
+
+
+def main() -> None:
+    """Time every method on the products and print molecules/s and ratios side by side."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="runs per method; the best one counts")
+    args = parser.parse_args()
+    if not PRODUCTS.is_file():
+        print(f"skipped: {PRODUCTS} not found (../shared exists only on project machines)")
+        sys.exit(0)
+    RDLogger.DisableLog("rdApp.*")  # from_smiles and bare parsing would otherwise log to stderr
+    smiles = load_products(PRODUCTS)
+    unique = list(dict.fromkeys(smiles))
+    print(
+        f"{len(smiles)} USPTO-50K test products, {len(unique)} distinct ({len(smiles) - len(unique)} duplicates)"
+    )
+
+    methods: dict[str, tuple[list[str], Callable[[list[str]], object]]] = {
+        "Chem.MolFromSmiles, Mol dropped (baseline)": (smiles, parse_only),
+        "Chem.MolFromSmiles, Mols kept in a list": (smiles, lambda s: [Chem.MolFromSmiles(t) for t in s]),
+        "torch_geometric from_smiles": (smiles, lambda s: [from_smiles(t) for t in s]),
+        "smiles_to_graph loop": (smiles, lambda s: [smiles_to_graph(t) for t in s]),
+        "featurize_many workers=1": (smiles, lambda s: featurize_many(s, workers=1)),
+        "featurize_many workers=1, distinct only": (unique, lambda s: featurize_many(s, workers=1)),
+        "featurize_many workers=2": (smiles, lambda s: featurize_many(s, workers=2)),
+    }
+    wall = {name: float("inf") for name in methods}
+    cpu = dict(wall)
+    for _ in range(args.repeats):
+        for name, (inputs, run) in methods.items():
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            run(inputs)
+            wall[name] = min(wall[name], time.perf_counter() - start_wall)
+            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+
+    baseline, pyg = "Chem.MolFromSmiles, Mol dropped (baseline)", "torch_geometric from_smiles"
+    print(f"{'method':44s} {'mol/s':>7s} {'time/bare':>10s} {'CPU/bare':>9s} {'vs from_smiles':>15s}")
+    for name, (inputs, _) in methods.items():
+        scale = len(smiles) / len(inputs)  # per-molecule cost scaled to the full list
+        cpu_ratio = f"{cpu[name] * scale / cpu[baseline]:8.2f}x" if "workers=2" not in name else "  (n/a)"
+        print(
+            f"{name:44s} {len(inputs) / wall[name]:7.0f} {wall[name] * scale / wall[baseline]:9.2f}x "
+            f"{cpu_ratio:>9s} {wall[pyg] / (wall[name] * scale):14.2f}x"
+        )
+    print("time/bare: best wall-clock time; CPU/bare: best CPU time of this process (less disturbed by")
+    print("other load; n/a for workers=2, whose work runs in child processes)")
+    print("targets: featurize_many workers=1 at most 1.30x bare parse time and at least 3.00x from_smiles")
+
+
+if __name__ == "__main__":
+    main()

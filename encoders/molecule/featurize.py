@@ -1,0 +1,174 @@
+"""SMILES (or RDKit ``Mol``) -> ``torch_geometric.data.Data``, one at a time or in bulk.
+
+Every ``Data`` carries ``x``, ``edge_index``, ``edge_attr`` (int64, layout set by the feature scheme, see
+:mod:`encoders.molecule.schemes`), ``smiles`` (the input text) and ``num_nodes``.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import sys
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from itertools import repeat
+
+import torch
+from rdkit import Chem, rdBase
+from torch_geometric.data import Data
+
+from encoders.molecule.parsing import InvalidMoleculeError, parse_smiles, parse_smiles_unblocked
+from encoders.molecule.scheme_base import FeatureScheme, GraphArrays
+from encoders.molecule.schemes import get_scheme
+
+DEFAULT_SCHEME = "pretrain-gnns"
+_MAX_CHUNK = 1000  # SMILES per worker task: large enough to amortise inter-process overhead
+
+
+def smiles_to_graph(smiles: str | Chem.Mol, scheme: str | FeatureScheme = DEFAULT_SCHEME) -> Data:
+    """Featurize one molecule given as SMILES text or as an RDKit ``Mol``.
+
+    Raises :class:`InvalidMoleculeError` (quoting the input and RDKit's reason) for an empty, unparsable or
+    chemically invalid molecule, and ValueError for an unknown scheme. For a ``Mol``, ``data.smiles`` is its
+    canonical SMILES. A multi-fragment SMILES (``A.B``) gives one graph with disconnected components.
+    """
+    feature_scheme = get_scheme(scheme)
+    if isinstance(smiles, Chem.Mol):
+        return _mol_to_graph(smiles, feature_scheme)
+    return to_data(feature_scheme.arrays(parse_smiles(smiles), smiles), smiles)
+
+
+def to_data(arrays: GraphArrays, smiles: str) -> Data:
+    """Wrap a scheme's arrays as a PyG ``Data`` (the tensors share memory with the arrays)."""
+    return Data(
+        x=torch.from_numpy(arrays.x),
+        edge_index=torch.from_numpy(arrays.edge_index),
+        edge_attr=torch.from_numpy(arrays.edge_attr),
+        smiles=smiles,
+        num_nodes=len(arrays.x),
+    )
+
+
+def _mol_to_graph(mol: Chem.Mol, scheme: FeatureScheme) -> Data:
+    """Featurize a user-built ``Mol``, turning RDKit's precondition errors into advice."""
+    if mol.GetNumAtoms() == 0:
+        raise InvalidMoleculeError("the RDKit Mol has no atoms; give a molecule with at least one atom")
+    try:
+        with rdBase.BlockLogs():  # RDKit also prints a stack trace for the errors caught below
+            return to_data(scheme.arrays(mol), Chem.MolToSmiles(mol))
+    except RuntimeError as exc:  # e.g. implicit valence or ring info not computed on an unsanitized Mol
+        reason = " ".join(line.strip() for line in str(exc).splitlines()[:2])
+        raise InvalidMoleculeError(
+            f"the RDKit Mol cannot be featurized ({reason}); sanitize it first with Chem.SanitizeMol(mol)"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class FeaturizeError:
+    """One input that could not be featurized: its position, the item as given, and why."""
+
+    index: int
+    input: object
+    message: str
+
+
+@dataclass
+class FeaturizeResult:
+    """The outcome of :func:`featurize_many`: ``graphs[i]`` is input ``i``'s ``Data``, or None if it failed."""
+
+    graphs: list[Data | None]
+    errors: list[FeaturizeError]
+    num_unique: int
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, index: int) -> Data | None:
+        return self.graphs[index]
+
+    def __iter__(self) -> Iterator[Data | None]:
+        return iter(self.graphs)
+
+    def summary(self) -> str:
+        """A report naming every failed item, for logs: counts first, then one line per failure."""
+        done = len(self.graphs) - len(self.errors)
+        head = f"featurized {done} of {len(self.graphs)} molecules ({self.num_unique} distinct SMILES)"
+        if not self.errors:
+            return head + "; none failed"
+        lines = [f"{head}; {len(self.errors)} failed:"]
+        lines += [f"  item {e.index}: {e.message}" for e in self.errors]
+        return "\n".join(lines)
+
+
+def featurize_many(
+    smiles_list: Iterable[str], scheme: str | FeatureScheme = DEFAULT_SCHEME, workers: int = 1
+) -> FeaturizeResult:
+    """Featurize many SMILES, collecting per-item failures instead of raising them.
+
+    Each distinct string is featurized once; a repeat gets its own copy (``Data.clone``) so editing one
+    item never changes another. ``workers > 1`` spreads chunks of distinct SMILES over that many processes
+    and gives results identical to ``workers=1``. Raises only for bad arguments (``scheme``, ``workers``, or
+    a single string instead of a list).
+    """
+    feature_scheme = get_scheme(scheme)
+    if isinstance(smiles_list, str):
+        raise TypeError("featurize_many takes a list of SMILES, not one string; use smiles_to_graph for one")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    items = list(smiles_list)
+    slot_of: dict[str, int] = {}
+    for item in items:
+        if isinstance(item, str):
+            slot_of.setdefault(item, len(slot_of))
+    outcomes = _featurize_unique(list(slot_of), feature_scheme, workers)
+
+    graphs: list[Data | None] = []
+    errors: list[FeaturizeError] = []
+    built: dict[int, Data] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            message = (
+                f"{type(item).__name__} {item!r} is not a SMILES string; convert it first "
+                "(Chem.MolToSmiles for an RDKit Mol) or use smiles_to_graph"
+            )
+            errors.append(FeaturizeError(index, item, message))
+            graphs.append(None)
+            continue
+        slot = slot_of[item]
+        outcome = outcomes[slot]
+        if isinstance(outcome, str):
+            errors.append(FeaturizeError(index, item, outcome))
+            graphs.append(None)
+        elif slot in built:
+            graphs.append(built[slot].clone())
+        else:
+            graphs.append(built.setdefault(slot, to_data(outcome, item)))
+    return FeaturizeResult(graphs, errors, len(slot_of))
+
+
+def _featurize_unique(smiles: list[str], scheme: FeatureScheme, workers: int) -> list[GraphArrays | str]:
+    """Arrays or an error message per SMILES, in order, computed here or in a process pool."""
+    if workers == 1 or len(smiles) < 2:
+        return featurize_chunk(smiles, scheme)
+    size = max(1, min(_MAX_CHUNK, math.ceil(len(smiles) / (4 * workers))))
+    chunks = [smiles[i : i + size] for i in range(0, len(smiles), size)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+        return [outcome for part in pool.map(featurize_chunk, chunks, repeat(scheme)) for outcome in part]
+
+
+def featurize_chunk(smiles: list[str], scheme: FeatureScheme) -> list[GraphArrays | str]:
+    """Worker task: numpy arrays (cheap to send between processes) or the error message, per SMILES."""
+    outcomes: list[GraphArrays | str] = []
+    with rdBase.BlockLogs():
+        for text in smiles:
+            try:
+                outcomes.append(scheme.arrays(parse_smiles_unblocked(text), text))
+            except InvalidMoleculeError as exc:
+                outcomes.append(str(exc))
+    return outcomes
+
+
+def _pool_context() -> multiprocessing.context.BaseContext | None:
+    """Fork on Linux: workers inherit the loaded RDKit instead of re-importing torch for seconds each."""
+    return multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None

@@ -1,0 +1,1 @@
+"""Fine-tuning: trainers, adapters and weight-space merging."""

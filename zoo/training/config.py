@@ -1,0 +1,117 @@
+"""``TrainingConfig``: every fine-tuning setting in one frozen dataclass, checked when it is built.
+
+The config is what a run is: it is written into each checkpoint, and resuming with a config that differs in
+anything that changes the weights is refused, so a resumed run is the run that was started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+STAGES: tuple[str, ...] = ("align", "instruct", "full")
+BATCHING: tuple[str, ...] = ("padded", "length-grouped", "packed")
+MIXED_PRECISION: tuple[str, ...] = ("no", "bf16")
+# Settings that do not change the trained weights: a resumed run may differ in these.
+RESUME_FREE: tuple[str, ...] = ("progress", "resume", "save_every", "keep_checkpoints")
+
+
+class TrainingError(ValueError):
+    """A fine-tuning setting, data set or checkpoint that cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How to fine-tune.
+
+    ``batch_size`` is the GLOBAL micro-batch: under ``accelerate launch`` each of N processes takes
+    ``batch_size / N`` examples of it, so one command gives the same optimisation at any process count. One
+    optimizer step sees ``batch_size * grad_accum`` examples. ``max_steps`` (optimizer steps), when set,
+    overrides ``epochs``. ``eval_every``, ``save_every`` count optimizer steps. ``lr_groups`` maps a
+    parameter-name prefix (``projectors``, ``language_model``, ``encoders.image``, ``logit_scale``...) to its
+    own learning rate; other trainable parameters use ``lr``.
+    """
+
+    stage: str = "instruct"
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-4
+    lr_groups: dict[str, float] = field(default_factory=dict)
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | None = None
+    merge_lora: bool = True
+    unfreeze_encoder_blocks: int = 0
+    batching: str = "padded"
+    eval_every: int | None = None
+    early_stopping_metric: str | None = None
+    early_stopping_mode: str = "max"
+    early_stopping_patience: int | None = None
+    seed: int = 0
+    resume: bool = True
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _choice("stage", self.stage, STAGES)
+        _choice("batching", self.batching, BATCHING)
+        _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _choice("early_stopping_mode", self.early_stopping_mode, ("max", "min"))
+        for name in ("epochs", "batch_size", "grad_accum", "lora_r", "save_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps", "eval_every", "early_stopping_patience"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise TrainingError(f"{name} must be at least 1 (or unset), got {value}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise TrainingError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.unfreeze_encoder_blocks < 0:
+            raise TrainingError(f"unfreeze_encoder_blocks must be >= 0, got {self.unfreeze_encoder_blocks}")
+        if self.unfreeze_encoder_blocks and self.stage == "full":
+            raise TrainingError("unfreeze_encoder_blocks is for the align and instruct stages; 'full' trains everything")
+        if self.early_stopping_metric is not None and self.eval_every is None:
+            raise TrainingError("early_stopping_metric needs eval_every (and validation_data) to be set")
+        if self.early_stopping_patience is not None and self.early_stopping_metric is None:
+            raise TrainingError("early_stopping_patience needs early_stopping_metric (a key of results['metrics'])")
+
+    @classmethod
+    def from_kwargs(cls, values: Mapping[str, Any]) -> TrainingConfig:
+        """A config from keyword settings; an unknown key is an error naming the allowed ones."""
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise TrainingError(f"unknown training setting(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+        values = dict(values)
+        if values.get("lr_groups") is None:
+            values.pop("lr_groups", None)
+        if values.get("lora_target_modules") is not None:
+            values["lora_target_modules"] = list(values["lora_target_modules"])
+        try:
+            return cls(**values)
+        except TypeError as err:
+            raise TrainingError(f"invalid training settings: {err}") from err
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def differences(self, saved: Mapping[str, Any]) -> list[str]:
+        """Settings (other than :data:`RESUME_FREE`) whose value differs from a saved config's."""
+        mine = self.to_dict()
+        return sorted(k for k in set(mine) | set(saved) if k not in RESUME_FREE and mine.get(k) != saved.get(k))
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise TrainingError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
