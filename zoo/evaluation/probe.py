@@ -31,9 +31,9 @@ class ProbeResult:
 
 def embed_items(model: Any, items: Sequence[Any], batch_size: int = 256) -> tuple[torch.Tensor, dict[int, str]]:
     """Pooled embeddings ``[N, D]`` (zeros where an item failed) and ``{index: error}`` for the failures."""
+    from tasks.data.manifest import Row
     from zoo.evaluation.batching import build_isolating, chunks
     from zoo.processing import move_to
-    from tasks.data.manifest import Row
 
     vectors = torch.zeros(len(items), model.hidden_size)
     failed: dict[int, str] = {}
