@@ -12,7 +12,7 @@ from zoo.registry import UnknownComponentError, suggest
 from zoo.spec import SpecError, _check_keys
 
 CARD_KEYS = ["name", "description", "license", "tasks", "spec", "weights", "eval_results", "source", "tags"]
-WEIGHT_KEYS = ["file", "url", "hf_repo", "hf_filename", "revision", "sha256", "format", "key_map", "prefix"]
+WEIGHT_KEYS = ["file", "url", "hf_repo", "hf_filename", "revision", "package", "sha256", "format", "key_map", "prefix"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class WeightSource:
 
     ``format`` is ``safetensors`` (loaded as is) or ``torch-pickle`` (only through an explicit conversion
     with ``torch.load(weights_only=True)`` and the ``key_map``, a ``"module:function"``). ``prefix`` is
-    prepended to the file's keys (a file that holds one component's weights).
+    prepended to the file's keys (a file that holds one component's weights). ``package`` names an installed
+    distribution that ships the file (``file`` is then its path inside that distribution).
     """
 
     file: str
@@ -31,6 +32,7 @@ class WeightSource:
     hf_repo: str | None = None
     hf_filename: str | None = None
     revision: str | None = None
+    package: str | None = None
     key_map: str | None = None
     prefix: str = ""
 

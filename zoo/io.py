@@ -104,12 +104,13 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def convert_pickle_checkpoint(
-    source: str | Path, target: str | Path, key_map: Callable[[dict[str, Any]], Mapping[str, str]]
+    source: str | Path, target: str | Path, key_map: Callable[[dict[str, Any]], Mapping[str, str | None]]
 ) -> Path:
     """Convert a pickled state dict to safetensors through an explicit rename map.
 
     Uses ``torch.load(weights_only=True)``, so no code in the pickle runs. ``key_map(state)`` returns
-    ``{checkpoint key: our key}`` and must name every key of the checkpoint, no more and no less.
+    ``{checkpoint key: our key, or None to drop it on purpose (e.g. a pretraining head)}`` and must name
+    every key of the checkpoint, no more and no less.
     """
     import torch
     from safetensors.torch import save_file
@@ -119,7 +120,7 @@ def convert_pickle_checkpoint(
         raise WeightsError(f"{source} holds a {type(state).__name__}, not a state dict")
     renames = key_map(dict(state))
     check_keys(state.keys(), renames.keys(), f"the key map for {source}")
-    mapped = {new: state[old].contiguous() for old, new in renames.items()}
+    mapped = {new: state[old].contiguous() for old, new in renames.items() if new is not None}
     target = Path(target)
     atomic_write(target, lambda tmp: save_file(mapped, str(tmp)))
     return target

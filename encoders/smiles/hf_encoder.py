@@ -204,3 +204,25 @@ class HFSmilesEncoder(nn.Module):
         tokens = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.bool()
         return EncoderOutput(tokens=tokens, mask=mask, pooled=pool_tokens(tokens, mask, self.config.pooling))
+
+
+_PRETRAINING_HEADS = ("predictions.", "lm_head.", "cls.", "generator_predictions.", "generator_lm_head.")
+
+
+def hf_masked_lm_key_map(state_dict: dict[str, torch.Tensor]) -> dict[str, str | None]:
+    """Map a ``*ForMaskedLM`` checkpoint onto :class:`HFSmilesEncoder`: ``<base>.X -> model.X``.
+
+    The masked-LM head and the NSP/SOP pooler are dropped on purpose (``None``): the encoder pools itself.
+    Any key outside ``<base>.`` or a known head is an error, so an unexpected layout never half-loads.
+    """
+    bases = {k.split(".", 1)[0] for k in state_dict if not k.startswith(_PRETRAINING_HEADS)}
+    if len(bases) != 1:
+        raise ValueError(f"expected one base-model prefix (e.g. 'albert.'), found {sorted(bases)}")
+    base = bases.pop() + "."
+    renames: dict[str, str | None] = {}
+    for key in state_dict:
+        if key.startswith(_PRETRAINING_HEADS) or key.startswith(base + "pooler."):
+            renames[key] = None
+        else:
+            renames[key] = "model." + key[len(base) :]
+    return renames

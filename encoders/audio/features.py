@@ -1,0 +1,156 @@
+"""Spectrogram front-ends, each a frozen config that knows its exact frame count and computes its features.
+
+``log-mel`` is ``torchaudio.transforms.MelSpectrogram`` followed by ``log(max(mel, log_floor))``; ``kaldi-fbank``
+is ``torchaudio.compliance.kaldi.fbank`` without dither (so features are deterministic). ``num_frames(n)`` is
+the frame count for ``n`` samples, the basis of every spectrogram encoder's token count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torchaudio
+from torchaudio.compliance import kaldi
+
+
+def _check_type(given: str, expected: str) -> None:
+    if given != expected:
+        raise ValueError(f"a {expected} front-end config has type {expected!r}, not {given!r}")
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    """Log mel spectrogram (power 2, HTK mel scale); ``center`` pads ``n_fft // 2`` by reflection on both sides."""
+
+    type: str = "log-mel"
+    sample_rate: int = 16000
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 80
+    f_min: float = 0.0
+    f_max: float | None = None
+    center: bool = True
+    log_floor: float = 1e-10
+
+    def __post_init__(self) -> None:
+        _check_type(self.type, "log-mel")
+        if min(self.sample_rate, self.n_fft, self.hop_length, self.n_mels) < 1 or self.log_floor <= 0:
+            raise ValueError("log-mel sample_rate, n_fft, hop_length, n_mels and log_floor must be positive")
+
+    @property
+    def num_bins(self) -> int:
+        return self.n_mels
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input the STFT accepts (reflection padding needs more samples than it pads)."""
+        return self.n_fft // 2 + 1 if self.center else self.n_fft
+
+    def num_frames(self, num_samples: int) -> int:
+        if num_samples < self.min_samples:
+            raise ValueError(f"log-mel needs at least {self.min_samples} samples, got {num_samples}")
+        if self.center:
+            return num_samples // self.hop_length + 1
+        return (num_samples - self.n_fft) // self.hop_length + 1
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``[T]`` waveform -> ``[frames, n_mels]`` log-mel features."""
+        mel = _mel_transform(self)(waveform)
+        return torch.log(torch.clamp(mel, min=self.log_floor)).transpose(0, 1)
+
+
+@lru_cache(maxsize=8)
+def _mel_transform(config: LogMelConfig) -> torchaudio.transforms.MelSpectrogram:
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=config.sample_rate,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+        f_min=config.f_min,
+        f_max=config.f_max,
+        center=config.center,
+    )
+
+
+@dataclass(frozen=True)
+class FbankConfig:
+    """Kaldi-compatible log mel filterbank (``torchaudio.compliance.kaldi.fbank``, dither 0)."""
+
+    type: str = "kaldi-fbank"
+    sample_rate: int = 16000
+    num_mel_bins: int = 80
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    low_freq: float = 20.0
+    high_freq: float = 0.0
+    window_type: str = "povey"
+    snip_edges: bool = True
+
+    def __post_init__(self) -> None:
+        _check_type(self.type, "kaldi-fbank")
+        if self.window_shift < 1 or self.window_size < 2 or self.num_mel_bins < 1:
+            raise ValueError("kaldi-fbank frame_length_ms, frame_shift_ms and num_mel_bins give an empty frame")
+
+    @property
+    def num_bins(self) -> int:
+        return self.num_mel_bins
+
+    @property
+    def window_size(self) -> int:
+        return int(self.sample_rate * self.frame_length_ms * 0.001)  # Kaldi's own rounding
+
+    @property
+    def window_shift(self) -> int:
+        return int(self.sample_rate * self.frame_shift_ms * 0.001)
+
+    @property
+    def min_samples(self) -> int:
+        """Kaldi refuses inputs shorter than one window."""
+        return self.window_size
+
+    def num_frames(self, num_samples: int) -> int:
+        if num_samples < self.min_samples:
+            raise ValueError(f"kaldi-fbank needs at least {self.min_samples} samples, got {num_samples}")
+        if self.snip_edges:
+            return (num_samples - self.window_size) // self.window_shift + 1
+        return (num_samples + self.window_shift // 2) // self.window_shift
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``[T]`` waveform -> ``[frames, num_mel_bins]`` log filterbank features."""
+        return kaldi.fbank(
+            waveform.unsqueeze(0),
+            sample_frequency=self.sample_rate,
+            num_mel_bins=self.num_mel_bins,
+            frame_length=self.frame_length_ms,
+            frame_shift=self.frame_shift_ms,
+            low_freq=self.low_freq,
+            high_freq=self.high_freq,
+            window_type=self.window_type,
+            snip_edges=self.snip_edges,
+            dither=0.0,
+        )
+
+
+FrontEndConfig = LogMelConfig | FbankConfig
+FRONT_ENDS: dict[str, type] = {"log-mel": LogMelConfig, "kaldi-fbank": FbankConfig}
+
+
+def front_end_config(value: FrontEndConfig | Mapping[str, Any]) -> FrontEndConfig:
+    """A front-end config from itself or from a mapping with ``type`` (``log-mel`` or ``kaldi-fbank``)."""
+    if isinstance(value, (LogMelConfig, FbankConfig)):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"a front-end must be a mapping with 'type', got {type(value).__name__}")
+    kind = value.get("type", "log-mel")
+    if kind not in FRONT_ENDS:
+        raise ValueError(f"unknown front-end type {kind!r}; allowed: {', '.join(FRONT_ENDS)}")
+    cls = FRONT_ENDS[kind]
+    allowed = set(cls.__dataclass_fields__)
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {kind} front-end keys {unknown}; allowed: {', '.join(sorted(allowed))}")
+    return cls(**value)

@@ -1,0 +1,123 @@
+"""Turn one audio item (file path, ``(array, rate)``, or ``{"array", "sampling_rate"}``) into a checked mono
+waveform at the encoder's sample rate, or say why not.
+
+Sample rates are always explicit: a bare array is refused, because guessing the rate silently changes pitch and
+token counts. Silent (all-zero) audio is refused unless ``allow_silence``: it usually means a broken file or a
+muted channel, and every encoder would still turn it into confident-looking tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from encoders.base import InvalidInputError
+
+MAX_SAMPLE_RATE = 384_000
+MAX_CHANNELS = 16
+
+
+def _check_rate(rate: Any, name: str) -> int:
+    """The sample rate as an int in (0, MAX_SAMPLE_RATE], else an error naming the item."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise InvalidInputError(f"{name}: sample rate must be a number of Hz, got {rate!r}")
+    if not 0 < rate <= MAX_SAMPLE_RATE or float(rate) != int(rate):
+        raise InvalidInputError(
+            f"{name}: sample rate {rate!r} Hz is not a whole number in (0, {MAX_SAMPLE_RATE}]; pass the real rate"
+        )
+    return int(rate)
+
+
+def _as_float(array: np.ndarray, name: str) -> np.ndarray:
+    """Float32 samples; signed integer PCM is scaled to [-1, 1)."""
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32, copy=False)
+    if np.issubdtype(array.dtype, np.signedinteger):
+        return (array / float(np.iinfo(array.dtype).max + 1)).astype(np.float32)
+    raise InvalidInputError(f"{name}: samples of dtype {array.dtype} are not audio; use float or signed int PCM")
+
+
+def _to_mono(array: np.ndarray, name: str) -> np.ndarray:
+    """Mean over channels. 2-D arrays are (channels, samples), or (samples, channels) as soundfile returns them."""
+    if array.ndim == 1:
+        return array
+    if array.ndim != 2:
+        raise InvalidInputError(
+            f"{name}: audio array has {array.ndim} dims {tuple(array.shape)}; give (samples,) or (channels, samples)"
+        )
+    if array.shape[0] <= MAX_CHANNELS:
+        return array.mean(axis=0)
+    if array.shape[1] <= MAX_CHANNELS:
+        return array.mean(axis=1)
+    raise InvalidInputError(
+        f"{name}: audio array of shape {tuple(array.shape)} has no channel axis of at most {MAX_CHANNELS}; "
+        "give (samples,) or (channels, samples)"
+    )
+
+
+def _read_file(path: Path, name: str) -> tuple[np.ndarray, int]:
+    if not path.is_file():
+        raise InvalidInputError(f"{name}: file not found")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise InvalidInputError(
+            f"{name}: not a readable audio file ({err}); use a format libsndfile reads (wav, flac, ogg, mp3)"
+        ) from err
+    return data, rate
+
+
+def _split_item(item: Any, name: str) -> tuple[Any, Any, str]:
+    """``(samples, rate, name)`` from any supported item form."""
+    if isinstance(item, (str, Path)):
+        name = f"{name} ({item})"
+        data, rate = _read_file(Path(item), name)
+        return data, rate, name
+    if isinstance(item, Mapping):
+        missing = [k for k in ("array", "sampling_rate") if k not in item]
+        if missing:
+            raise InvalidInputError(f"{name}: audio dict lacks {', '.join(missing)}; give {{'array', 'sampling_rate'}}")
+        return item["array"], item["sampling_rate"], name
+    if isinstance(item, tuple) and len(item) == 2:
+        return item[0], item[1], name
+    if isinstance(item, (np.ndarray, torch.Tensor)) or hasattr(item, "__array__"):
+        raise InvalidInputError(f"{name}: a bare array has no sample rate; pass (array, sample_rate)")
+    raise InvalidInputError(
+        f"{name}: a {type(item).__name__} is not audio; pass a file path, (array, sample_rate) or "
+        "{'array': ..., 'sampling_rate': ...}"
+    )
+
+
+def load_audio(item: Any, sample_rate: int, name: str = "audio", allow_silence: bool = False) -> torch.Tensor:
+    """A float32 mono waveform ``[T]`` at ``sample_rate`` (mixed down by channel mean, resampled by torchaudio).
+
+    Raises :class:`InvalidInputError` naming ``name`` (and the file) for unreadable files, missing or absurd
+    sample rates, arrays of the wrong rank, zero length, NaN/Inf samples, and all-zero audio (unless
+    ``allow_silence``).
+    """
+    samples, rate, name = _split_item(item, name)
+    rate = _check_rate(rate, name)
+    if isinstance(samples, torch.Tensor):
+        samples = samples.detach().cpu().numpy()
+    array = np.asarray(samples)
+    if array.ndim == 0:
+        raise InvalidInputError(f"{name}: a scalar is not a waveform; give (samples,) or (channels, samples)")
+    mono = _to_mono(_as_float(array, name), name)
+    if mono.size == 0:
+        raise InvalidInputError(f"{name}: audio has zero length")
+    if not np.isfinite(mono).all():
+        raise InvalidInputError(f"{name}: audio contains NaN or Inf samples")
+    if not allow_silence and not mono.any():
+        raise InvalidInputError(
+            f"{name}: audio is silent (all zeros); pass a real recording, or set allow_silence=True in the encoder config"
+        )
+    waveform = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+    if rate != sample_rate:
+        waveform = AF.resample(waveform, rate, sample_rate)
+    return waveform
