@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-KINDS: tuple[str, ...] = ("generate", "multiple-choice", "retrieval", "zero-shot-classification")
+KINDS: tuple[str, ...] = ("generate", "multiple-choice", "retrieval", "zero-shot-classification", "linear-probe")
 
 
 class TaskConfigError(ValueError):

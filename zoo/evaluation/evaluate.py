@@ -19,6 +19,7 @@ from typing import Any
 from tasks.config import TaskConfig, load_task
 from tasks.data.manifest import Row, read_rows
 from zoo.evaluation import scoring
+from zoo.evaluation.distributed import gather_outcome, is_main_process, shard_rows
 from zoo.evaluation.runners import RUNNERS, Outcome
 
 PACKAGES = ("modalzoo", "torch", "transformers", "timm", "open-clip-torch", "rdkit", "torch-geometric", "torchaudio")
@@ -148,7 +149,8 @@ def evaluate(
     readable = [r for r in rows if r.ok]
     model.eval()
     with torch.no_grad():
-        outcome = RUNNERS[task.kind](model, task, readable, batch_size, progress)
+        outcome = RUNNERS[task.kind](model, task, shard_rows(task.kind, readable), batch_size, progress)
+    outcome = gather_outcome(task.kind, outcome)
     for row in rows:
         if not row.ok:
             outcome.failures[row.index] = ("read", row.error or "")
@@ -171,7 +173,7 @@ def evaluate(
                 "prompt": r.fields.get(task.column("prompt")),
                 "prediction": _json_safe(outcome.predictions.get(r.index)),
                 "reference": _json_safe(r.fields.get(task.column("reference"), r.fields.get(task.column("answer")))),
-                "score": per_row.get(r.index, 0.0),
+                "score": per_row.get(r.index, 0.0) if per_row else None,
                 "error": outcome.failures.get(r.index, (None, None))[1],
             }
             for r in rows
@@ -193,7 +195,7 @@ def evaluate(
             "duration_s": round(time.time() - started, 3),
         },
     }
-    if output_dir is not None:
+    if output_dir is not None and is_main_process():
         write_results(results, Path(output_dir), report=report)
     return results
 

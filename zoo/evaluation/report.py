@@ -42,7 +42,7 @@ def _plots(results: dict[str, Any]) -> str:
     import matplotlib.pyplot as plt
 
     metrics = {k: v for k, v in results["metrics"].items() if isinstance(v, (int, float)) and 0 <= v <= 1}
-    scores = [row["score"] for row in results["rows"]]
+    scores = [row["score"] for row in results["rows"] if row["score"] is not None]
     images = []
     if metrics:
         fig, ax = plt.subplots(figsize=(6, 0.35 * len(metrics) + 1))
@@ -113,9 +113,11 @@ def _input_cell(modality: str | None, item: Any) -> str:
     return f"<code>{html.escape(str(item))[:300]}</code>"
 
 
-def _score_class(score: float, error: str | None) -> str:
+def _score_class(score: float | None, error: str | None) -> str:
     if error:
         return "bad"
+    if score is None:
+        return ""
     return "ok" if score >= 1 else "partial" if score > 0 else "bad"
 
 
@@ -136,7 +138,8 @@ def render_report(results: dict[str, Any]) -> str:
         body_rows.append(
             f'<tr class="{_score_class(row["score"], error)}"><td>{esc(str(row["id"]))}</td>'
             f'<td>{_input_cell(task.get("modality"), row["item"])}</td><td>{esc(str(row.get("prompt") or ""))}</td>'
-            f"<td>{prediction_text}</td><td>{esc(str(row['reference']))}</td><td>{row['score']:.3f}</td>"
+            f"<td>{prediction_text}</td><td>{esc(str(row['reference']))}</td>"
+            f"<td>{'-' if row['score'] is None else format(row['score'], '.3f')}</td>"
             f'<td class="err">{esc(error or "")}</td></tr>'
         )
     more = len(results["rows"]) - MAX_ROWS

@@ -205,7 +205,36 @@ def run_zero_shot_classification(model: Any, task: TaskConfig, rows: Sequence[Ro
     return outcome
 
 
+def run_linear_probe(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
+    """Frozen features -> logistic-regression probe on a scaffold split (MoleculeNet protocol); test ROC-AUC.
+
+    Label columns: ``metric_options.label_columns`` (default: every column but the item); empty cells are
+    missing labels. Items that fail go to the test split with an uninformative score, so they count."""
+    import numpy as np
+
+    from zoo.evaluation.probe import embed_items, linear_probe, scaffold_splits_keeping_failures
+
+    item_column = task.column("item")
+    columns = task.metric_options.get("label_columns") or [c for c in rows[0].fields if c not in (item_column, task.column("id"))]
+    labels = np.array(
+        [[float(r.fields[c]) if str(r.fields.get(c, "")).strip() != "" else np.nan for c in columns] for r in rows]
+    )
+    items = [r.fields[item_column] for r in rows]
+    features, failed = embed_items(model, items, batch_size)
+    splits = scaffold_splits_keeping_failures(items, failed)
+    result = linear_probe(features, labels, splits, failed)
+    outcome = Outcome()
+    outcome.failures = {rows[i].index: ("input", message) for i, message in failed.items()}
+    outcome.metrics = {"test_roc_auc": result.test_roc_auc, "valid_roc_auc": result.valid_roc_auc, "l2": result.l2,
+                       "num_tasks": labels.shape[1], "train_valid_test": "/".join(map(str, result.split_sizes))}
+    split_of = {i: name for name, part in zip(("train", "valid", "test"), splits, strict=True) for i in part}
+    outcome.predictions = {rows[i].index: f"{split_of[i]} split" for i in range(len(rows))}
+    outcome.per_row = {}
+    return outcome
+
+
 RUNNERS = {
+    "linear-probe": run_linear_probe,
     "generate": run_generate,
     "multiple-choice": run_multiple_choice,
     "retrieval": run_retrieval,

@@ -1,0 +1,58 @@
+"""Evaluation under ``accelerate launch``: each process runs a contiguous share of the rows and the outcomes
+are gathered (accelerate ``gather_object``), so every row is evaluated exactly once and every process ends
+with the same results. Outside a launched run (no initialised process group) nothing changes.
+
+Only per-row task kinds are sharded; retrieval and zero-shot classification compare every item with every
+text, so each process runs them whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+SHARDED_KINDS = ("generate", "multiple-choice")
+
+
+def _state() -> Any:
+    """accelerate's ``PartialState`` when several processes run, else None."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def is_main_process() -> bool:
+    state = _state()
+    return state is None or state.is_main_process
+
+
+def shard_rows(kind: str, rows: Sequence[Any]) -> Sequence[Any]:
+    """This process's share of ``rows`` (all of them for a single process or an unsharded kind)."""
+    state = _state()
+    if state is None or kind not in SHARDED_KINDS:
+        return rows
+    with state.split_between_processes(list(rows)) as mine:
+        return mine
+
+
+def gather_outcome(kind: str, outcome: Any) -> Any:
+    """Merge the processes' predictions and failures; a row reported by two processes is a bug and raises."""
+    state = _state()
+    if state is None or kind not in SHARDED_KINDS:
+        return outcome
+    from accelerate.utils import gather_object
+
+    from zoo.evaluation.runners import Outcome
+
+    merged = Outcome()
+    for predictions, failures in gather_object([(outcome.predictions, outcome.failures)]):
+        twice = (set(predictions) | set(failures)) & (set(merged.predictions) | set(merged.failures))
+        if twice:
+            raise RuntimeError(f"rows {sorted(twice)[:5]} were evaluated by more than one process")
+        merged.predictions.update(predictions)
+        merged.failures.update(failures)
+    return merged
