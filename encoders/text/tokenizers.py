@@ -1,4 +1,9 @@
-"""Resolve tokenizers: ``bundled:<name>`` (shipped in ``encoders/text/assets``), a local directory, or a hub id."""
+"""Resolve tokenizers: ``bundled:<name>`` (shipped in ``encoders/text/assets``), a local directory, or a hub id.
+
+Bundled: ``tiny-bpe`` (600 tokens, trained here for tests and the demo) and ``bert-base-uncased`` (Google's
+WordPiece ``vocab.txt``, sha256 ``07eced37...``, the vocabulary of BERT-uncased and its distillations such as
+all-MiniLM-L6-v2), so text towers built on that vocabulary load without the Hub.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 ASSETS = Path(__file__).parent / "assets"
-BUNDLED_TOKENIZERS: tuple[str, ...] = ("tiny-bpe",)
+BUNDLED_TOKENIZERS: tuple[str, ...] = ("tiny-bpe", "bert-base-uncased")
 BUNDLED_PREFIX = "bundled:"
 
 
