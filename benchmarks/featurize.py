@@ -11,11 +11,15 @@ hits all of them alike, and the best time counts.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
+
+# Run as a script, this folder comes first on sys.path, and benchmarks/encoders.py would shadow the package.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from rdkit import Chem, RDLogger
 from torch_geometric.utils import from_smiles

@@ -12,12 +12,16 @@ Hu et al. (ICLR 2020) report that pre-training helps GCN and GraphSAGE; if ours 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this folder comes first on sys.path, and benchmarks/encoders.py would shadow the package.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import copy
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -14,12 +14,16 @@ All 5,004 reactions take about 3.5 CPU-minutes on 2 cores (``--limit 1000``: und
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this folder comes first on sys.path, and benchmarks/encoders.py would shadow the package.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import shlex
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import torch
 from transformers import AutoModelForMaskedLM
