@@ -18,6 +18,7 @@ _LAZY = {
     "spec_from_dict": "zoo.spec",
     "spec_to_dict": "zoo.spec",
     "merge": "zoo.training.merge",
+    "finetune": "zoo.training.finetune",
 }
 
 __all__ = ["__version__", *_LAZY]

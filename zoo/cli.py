@@ -130,6 +130,39 @@ def merge_cmd(
     typer.echo(f"wrote {output}")
 
 
+@app.command("finetune")
+def finetune_cmd(
+    name: str = typer.Argument(..., help="model: a name from `zoo list`, a directory, or hf-hub:org/repo"),
+    task: str = typer.Option(..., "--task", "-t", help="a built-in task or a task YAML: how rows become examples"),
+    data: str = typer.Option(..., "--data", "-d", help="training data file or folder the task's reader takes"),
+    stage: str = typer.Option("instruct", "--stage", "-s", help="align (projectors), instruct (+ LoRA on the LLM), full"),
+    output_dir: str = typer.Option("runs/finetune", "--output-dir", "-o", help="checkpoints, metrics and final/ go here"),
+    validation_data: Optional[str] = typer.Option(None, "--validation-data", help="evaluated every eval_every steps"),  # noqa: UP045 (typer)
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="optimizer steps (overrides epochs)"),  # noqa: UP045 (typer)
+    batch_size: int = typer.Option(8, "--batch-size", "-b", help="global batch, split across processes"),
+    lr: float = typer.Option(1e-4, "--lr"),
+    settings: list[str] = typer.Option([], "--set", help="any training setting, e.g. --set grad_accum=4 --set eval_every=50"),
+) -> None:
+    """Fine-tune a model on a task; re-running the same command resumes from the latest checkpoint.
+
+    Several processes: `accelerate launch --num_processes N -m zoo.cli finetune ...` (same global batch).
+    """
+    from zoo.evaluation.distributed import is_main_process
+    from zoo.training import TrainingError, finetune
+
+    try:
+        result = finetune(name, task, data, stage, output_dir, validation_data=validation_data, max_steps=max_steps,
+                          batch_size=batch_size, lr=lr, **_parse_overrides(settings))
+    except TrainingError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from err
+    if not is_main_process():
+        return
+    typer.echo(f"{result.steps} steps, loss {result.loss:.4f}; {result.num_examples} examples, "
+               f"{len(result.failed_rows)} failed rows (listed in {output_dir}/failed_rows.json)")
+    typer.echo(f"wrote {result.final_dir}")
+
+
 @app.command("demo")
 def demo_cmd() -> None:
     """Build tiny-test-vlm, run a batch through forward and generate, and say what happened."""

@@ -1,6 +1,6 @@
 """Evaluation under ``accelerate launch``: each process runs a contiguous share of the rows and the outcomes
 are gathered (accelerate ``gather_object``), so every row is evaluated exactly once and every process ends
-with the same results. Outside a launched run (no initialised process group) nothing changes.
+with the same results. Outside a launched run (``WORLD_SIZE`` unset or 1) nothing changes.
 
 Only per-row task kinds are sharded; retrieval and zero-shot classification compare every item with every
 text, so each process runs them whole.
@@ -8,6 +8,7 @@ text, so each process runs them whole.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,14 +16,14 @@ SHARDED_KINDS = ("generate", "multiple-choice")
 
 
 def _state() -> Any:
-    """accelerate's ``PartialState`` when several processes run, else None."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    """accelerate's ``PartialState`` (which joins the process group) when a launcher started several
+    processes, else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     from accelerate import PartialState
 
-    return PartialState()
+    state = PartialState()
+    return state if state.num_processes > 1 else None
 
 
 def is_main_process() -> bool:

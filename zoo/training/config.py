@@ -31,7 +31,10 @@ class TrainingConfig:
     optimizer step sees ``batch_size * grad_accum`` examples. ``max_steps`` (optimizer steps), when set,
     overrides ``epochs``. ``eval_every``, ``save_every`` count optimizer steps. ``lr_groups`` maps a
     parameter-name prefix (``projectors``, ``language_model``, ``encoders.image``, ``logit_scale``...) to its
-    own learning rate; other trainable parameters use ``lr``.
+    own learning rate; other trainable parameters use ``lr``. With ``early_stopping_metric`` (a key of the
+    validation results' ``metrics``, better when higher unless ``early_stopping_mode="min"``) the best-scoring
+    weights are kept in ``best/`` and are the ones written to ``final/``. ``merge_lora=False`` keeps an
+    ``instruct`` run's LoRA unmerged (``final/`` is then an adapter for ``zoo.training.load_adapter``).
     """
 
     stage: str = "instruct"

@@ -1,0 +1,275 @@
+"""Training data: task rows -> examples (bad rows kept aside, with their reason) -> a seeded batch plan -> batches.
+
+A ``MultimodalLM`` example is the task's prompt (formatted exactly as the evaluation runners do) with the
+row's reference as the answer; a ``DualEncoder`` example is an (item, caption) pair. Every row is processed
+once up front, so a row that cannot be used (unreadable, a missing field, an item the processor rejects) is
+reported before training starts instead of failing a batch later; the same pass measures each example's
+length for length grouping and packing, and its answer tokens for the loss normalisation.
+
+The batch plan is one stream: the seeded permutation of epoch 0, then of epoch 1, ... Batches are cut from
+the stream, so every batch is full and no example is dropped (the last batch may take a few examples of the
+next epoch's order), and the data order is a pure function of (seed, examples, batch settings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.config import TaskConfig
+from tasks.data.manifest import Row, read_rows
+from zoo.evaluation.batching import build_isolating, chunks
+from zoo.processing import IGNORE_INDEX
+from zoo.training.config import TrainingError
+from zoo.training.stages import is_dual_encoder
+
+MEGABATCH_FACTOR = 50  # length grouping sorts within windows of 50 batches (as transformers' LengthGroupedSampler)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One usable row: its position in the data file, the model inputs, and its measured sizes."""
+
+    index: int
+    source: str
+    prompt: str | None
+    target: str
+    items: dict[str, list[Any]] = field(default_factory=dict)
+    length: int = 1
+    label_tokens: int = 0
+
+
+@dataclass
+class TrainingData:
+    """The examples, and every row that could not be used (``index``, ``source``, ``stage``, ``error``)."""
+
+    examples: list[Example]
+    failed_rows: list[dict[str, Any]]
+    num_rows: int
+
+
+def target_of(task: TaskConfig, row: Row) -> str:
+    """The answer to train on: the reference column (its first element if a list), or for a multiple-choice
+    task the right option."""
+    if task.kind == "multiple-choice":
+        return str(row.fields[task.column("options")][int(row.fields[task.column("answer")])])
+    column = task.column("reference")
+    if column not in row.fields:
+        raise KeyError(f"row has no {column!r} field (the task's reference column)")
+    value = row.fields[column]
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"row's {column!r} list is empty")
+        value = value[0]
+    return str(value)
+
+
+def _example(model: Any, task: TaskConfig, row: Row) -> Example:
+    from zoo.evaluation.runners import _prompt
+
+    items = {task.modality: [row.fields[task.column("item")]]} if task.modality else {}
+    if is_dual_encoder(model):
+        return Example(row.index, row.source, None, target_of(task, row), items)
+    return Example(row.index, row.source, _prompt(task, model, row), target_of(task, row), items)
+
+
+def build_examples(model: Any, task: TaskConfig, path: str | Path) -> TrainingData:
+    """Read ``path`` with the task's reader and turn each row into an example or a reported failure."""
+    if is_dual_encoder(model) and not task.modality:
+        raise TrainingError(f"task {task.name!r} has no modality; a DualEncoder trains on (item, caption) pairs")
+    rows = read_rows(task.reader, path, task.column("item"), task.modality)
+    if not rows:
+        raise TrainingError(f"{path} has no rows for task {task.name!r}")
+    failed: list[dict[str, Any]] = []
+    candidates: list[Example] = []
+    for row in rows:
+        if not row.ok:
+            failed.append({"index": row.index, "source": row.source, "stage": "read", "error": row.error})
+            continue
+        try:
+            candidates.append(_example(model, task, row))
+        except (KeyError, ValueError, IndexError, TypeError) as err:
+            failed.append({"index": row.index, "source": row.source, "stage": "fields", "error": f"{type(err).__name__}: {err}"})
+    examples: list[Example] = []
+    for chunk in chunks(candidates, 32):
+        measured, _, errors = build_isolating(chunk, lambda c: _measure(model, c))
+        examples.extend(measured or [])
+        failed.extend(
+            {"index": e.index, "source": e.source, "stage": "input", "error": errors[e.index]}
+            for e in chunk if e.index in errors
+        )
+    return TrainingData(examples, sorted(failed, key=lambda f: f["index"]), len(rows))
+
+
+def _measure(model: Any, examples: Sequence[Example]) -> list[Example]:
+    """Process ``examples`` as the collator will (raising on a bad item) and record their sizes."""
+    from dataclasses import replace
+
+    if is_dual_encoder(model):
+        modality = next(iter(examples[0].items))
+        model.processor(modality, [e.items[modality][0] for e in examples])
+        model.processor("text", [e.target for e in examples])
+        return list(examples)
+    batch = model.processor(
+        [e.prompt for e in examples], _items(examples), targets=[e.target for e in examples], padding_side="right"
+    )
+    lengths = batch["attention_mask"].sum(1).tolist()
+    answers = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(1).tolist()
+    return [replace(e, length=int(n), label_tokens=int(a)) for e, n, a in zip(examples, lengths, answers, strict=True)]
+
+
+def _items(examples: Sequence[Example]) -> dict[str, list[list[Any]]] | None:
+    modalities = sorted({m for e in examples for m in e.items})
+    return {m: [e.items.get(m, []) for e in examples] for m in modalities} or None
+
+
+def batch_plan(lengths: Sequence[int], batch_size: int, num_batches: int, seed: int, grouped: bool) -> list[list[int]]:
+    """``num_batches`` batches of example positions, cut from the stream of per-epoch permutations.
+
+    Epoch ``e``'s permutation comes from ``numpy.random.default_rng([seed, e])``. ``grouped`` sorts each
+    window of ``MEGABATCH_FACTOR`` batches by length (longest first), so batches hold similar lengths.
+    """
+    stream: list[int] = []
+    epoch = 0
+    while len(stream) < num_batches * batch_size:
+        order = np.random.default_rng([seed, epoch]).permutation(len(lengths)).tolist()
+        if grouped:
+            window = MEGABATCH_FACTOR * batch_size
+            order = [i for s in range(0, len(order), window) for i in sorted(order[s : s + window], key=lambda i: -lengths[i])]
+        stream.extend(order)
+        epoch += 1
+    return [stream[b * batch_size : (b + 1) * batch_size] for b in range(num_batches)]
+
+
+def plan_sha256(plan: Sequence[Sequence[int]]) -> str:
+    return hashlib.sha256(json.dumps(plan, separators=(",", ":")).encode()).hexdigest()
+
+
+def pack_rows(lengths: Sequence[int]) -> list[list[int]]:
+    """First-fit decreasing: positions grouped into rows no longer than the longest example."""
+    capacity = max(lengths)
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for k in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
+        slot = next((r for r, free in enumerate(room) if free >= lengths[k]), None)
+        if slot is None:
+            rows.append([k])
+            room.append(capacity - lengths[k])
+        else:
+            rows[slot].append(k)
+            room[slot] -= lengths[k]
+    return rows
+
+
+class ExampleDataset:
+    """A map-style dataset over the examples (the batch plan picks them)."""
+
+    def __init__(self, examples: Sequence[Example]) -> None:
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, position: int) -> Example:
+        return self.examples[position]
+
+
+class PlanSampler:
+    """A batch sampler that yields the plan's batches in order; accelerate splits each across processes."""
+
+    drop_last = False
+
+    def __init__(self, plan: Sequence[Sequence[int]], batch_size: int) -> None:
+        self.plan = [list(b) for b in plan]
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.plan)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+
+class LMCollator:
+    """Examples -> one ``MultimodalLM`` training batch, right padded or packed.
+
+    Packed rows concatenate several examples; position ids restart at 0 for each, and the attention mask is
+    left out so transformers builds a block-diagonal causal mask from the position ids (its packed-sequence
+    support). Items stay in placeholder order, so the model's feature scatter is unchanged.
+    """
+
+    def __init__(self, processor: Any, packed: bool) -> None:
+        self.processor = processor
+        self.packed = packed
+
+    def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
+        from zoo.models.multimodal_lm import position_ids_from_mask
+
+        if self.packed:
+            return self.pack(examples)
+        batch = self._process(examples)
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "position_ids": position_ids_from_mask(batch["attention_mask"]),
+            "labels": batch["labels"],
+            "modality_inputs": batch["modality_inputs"],
+        }
+
+    def _process(self, examples: Sequence[Example]) -> Any:
+        return self.processor(
+            [e.prompt for e in examples], _items(examples), targets=[e.target for e in examples], padding_side="right"
+        )
+
+    def pack(self, examples: Sequence[Example]) -> dict[str, Any]:
+        import torch
+
+        rows = pack_rows([e.length for e in examples])
+        ordered = [examples[k] for row in rows for k in row]
+        batch = self._process(ordered)
+        lengths = batch["attention_mask"].sum(1).tolist()
+        spans, start = [], 0
+        for row in rows:
+            spans.append(range(start, start + len(row)))
+            start += len(row)
+        width = max(sum(lengths[k] for k in span) for span in spans)
+        ids, labels, positions = [], [], []
+        pad_id = self.processor.tokenizer.pad_token_id
+        for span in spans:
+            used = sum(lengths[k] for k in span)
+            ids.append(torch.cat([batch["input_ids"][k, : lengths[k]] for k in span] + [torch.full((width - used,), pad_id)]))
+            labels.append(torch.cat([batch["labels"][k, : lengths[k]] for k in span] + [torch.full((width - used,), IGNORE_INDEX)]))
+            positions.append(torch.cat([torch.arange(lengths[k]) for k in span] + [torch.arange(width - used)]))
+        modality_inputs = {}
+        for modality, inputs in batch["modality_inputs"].items():
+            per_example = inputs["items_per_sample"]
+            per_row = torch.stack([per_example[span.start : span.stop].sum() for span in spans])
+            modality_inputs[modality] = {**inputs, "items_per_sample": per_row}
+        return {
+            "input_ids": torch.stack(ids),
+            "attention_mask": None,
+            "position_ids": torch.stack(positions),
+            "labels": torch.stack(labels),
+            "modality_inputs": modality_inputs,
+        }
+
+
+class PairCollator:
+    """Examples -> ``DualEncoder`` inputs: the items of one modality and their captions."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
+        modality = next(iter(examples[0].items))
+        return {
+            "modality": modality,
+            "inputs": self.processor(modality, [e.items[modality][0] for e in examples]).inputs,
+            "text_inputs": self.processor("text", [e.target for e in examples]).inputs,
+        }

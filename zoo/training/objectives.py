@@ -1,0 +1,80 @@
+"""Training objectives as ``nn.Module`` wrappers, so ``accelerator.prepare`` (DDP, FSDP, autocast) sees the
+one forward that computes the loss.
+
+- :class:`CausalLMObjective` returns the SUM of next-token cross-entropies over the answer tokens; the loop
+  divides by the number of answer tokens in the whole optimizer step (all processes, all accumulated
+  micro-batches), so the loss and its gradient do not depend on how the step is split.
+- :class:`ContrastiveObjective` is ``DualEncoder.forward``'s symmetric InfoNCE over the GLOBAL batch: under
+  several processes the embeddings are all-gathered with gradient (``torch.distributed.nn.functional``), so
+  every process sees the same negatives as one process would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.processing import IGNORE_INDEX
+from zoo.training.stages import is_dual_encoder
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of each token predicting the next one, over labels that are not -100."""
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+
+
+class CausalLMObjective(nn.Module):
+    """A ``MultimodalLM`` forward with explicit position ids (packed rows restart them) and a summed loss."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        labels: torch.Tensor,
+        modality_inputs: Mapping[str, Any],
+    ) -> torch.Tensor:
+        embeds = self.model.embed_inputs(input_ids, modality_inputs)
+        output = self.model.language_model(
+            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
+        return token_loss_sum(output.logits, labels)
+
+
+def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x))
+
+
+class ContrastiveObjective(nn.Module):
+    """Symmetric InfoNCE of a ``DualEncoder`` over the items and captions of all processes."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, modality: str, inputs: Mapping[str, Any], text_inputs: Mapping[str, Any]) -> torch.Tensor:
+        items = _gather_with_grad(self.model.embed_processed(modality, inputs))
+        texts = _gather_with_grad(self.model.embed_processed("text", text_inputs))
+        logits = self.model.logit_scale.exp() * items @ texts.T
+        target = torch.arange(len(logits), device=logits.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def make_objective(model: nn.Module) -> nn.Module:
+    return ContrastiveObjective(model) if is_dual_encoder(model) else CausalLMObjective(model)

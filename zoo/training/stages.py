@@ -1,0 +1,176 @@
+"""What each stage trains, and the train/eval mode of every part.
+
+- ``align``: the projectors only (encoders and LLM frozen: InstructMol / PRESTO stage 1). For a
+  ``DualEncoder``: the projection heads and ``logit_scale`` (SAIL-style alignment of two frozen towers).
+- ``instruct``: the projectors plus LoRA adapters on ``model.language_model`` (peft).
+- ``full``: every parameter.
+
+``unfreeze_encoder_blocks=N`` also trains the last N blocks of every encoder (see :func:`encoder_blocks`).
+Encoders with no trainable parameter run in eval mode (their dropout off, batch-norm statistics untouched);
+the LLM stays in train mode because gradients flow through it to the projectors.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from torch import nn
+
+from zoo.training.config import TrainingConfig, TrainingError
+
+
+def is_multimodal_lm(model: nn.Module) -> bool:
+    return hasattr(model, "language_model") and hasattr(model, "projectors")
+
+
+def is_dual_encoder(model: nn.Module) -> bool:
+    return hasattr(model, "towers") and hasattr(model, "text_tower")
+
+
+def encoders_of(model: nn.Module) -> dict[str, nn.Module]:
+    """The modality encoders of a ``MultimodalLM``, or the towers (text included) of a ``DualEncoder``."""
+    if is_multimodal_lm(model):
+        return dict(model.encoders.items())
+    if is_dual_encoder(model):
+        return {**dict(model.towers.items()), "text": model.text_tower}
+    raise TrainingError(
+        f"cannot fine-tune a {type(model).__name__}; finetune takes a MultimodalLM or a DualEncoder"
+    )
+
+
+def encoder_blocks(encoder: nn.Module) -> tuple[str, list[nn.Module]]:
+    """The encoder's stack of repeated blocks and its name.
+
+    Found generically: among ``nn.ModuleList``/``nn.Sequential`` containers holding at least two children
+    of one class that each have sub-modules (so lists of plain embeddings or norms do not count), the one
+    with the most parameters, e.g. timm ``model.blocks``, HF ``model.encoder.layer``, GNN ``gnn.gnns``.
+    """
+    candidates = []
+    for name, module in encoder.named_modules():
+        if not isinstance(module, (nn.ModuleList, nn.Sequential)):
+            continue
+        children = list(module.children())
+        if len(children) >= 2 and len({type(c) for c in children}) == 1 and all(next(c.children(), None) is not None for c in children):
+            candidates.append((sum(p.numel() for p in module.parameters()), name, children))
+    if not candidates:
+        raise TrainingError(
+            f"{type(encoder).__name__} has no stack of repeated blocks (an nn.ModuleList/Sequential of one block "
+            "class) to unfreeze; set unfreeze_encoder_blocks=0 or use stage 'full'"
+        )
+    _, name, blocks = max(candidates, key=lambda c: c[0])
+    return name, blocks
+
+
+def apply_stage(model: nn.Module, config: TrainingConfig) -> int:
+    """Freeze and unfreeze ``model`` for ``config.stage`` (adding LoRA for ``instruct``); returns how many
+    parameters train."""
+    encoders = encoders_of(model)
+    model.requires_grad_(config.stage == "full")
+    if config.stage != "full":
+        if is_dual_encoder(model):
+            if config.stage == "instruct":
+                raise TrainingError(
+                    "stage 'instruct' adds LoRA to a MultimodalLM's language model; a DualEncoder trains with "
+                    "'align' (projection heads + logit scale) or 'full'"
+                )
+            model.projections.requires_grad_(True)
+            model.text_projection.requires_grad_(True)
+            model.logit_scale.requires_grad_(True)
+        else:
+            model.projectors.requires_grad_(True)
+        for modality, encoder in encoders.items():
+            _unfreeze_last_blocks(modality, encoder, config.unfreeze_encoder_blocks)
+    if config.gradient_checkpointing:
+        _enable_gradient_checkpointing(model, encoders)
+    if config.stage == "instruct":
+        add_lora(model, config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if not trainable:
+        raise TrainingError(f"stage {config.stage!r} leaves nothing to train in this model (no projection weights)")
+    set_train_mode(model)
+    return trainable
+
+
+def _unfreeze_last_blocks(modality: str, encoder: nn.Module, n: int) -> None:
+    if n == 0:
+        return
+    name, blocks = encoder_blocks(encoder)
+    if n > len(blocks):
+        raise TrainingError(
+            f"unfreeze_encoder_blocks={n} but the {modality} encoder has {len(blocks)} blocks ({name}); "
+            f"give at most {len(blocks)}"
+        )
+    for block in blocks[-n:]:
+        block.requires_grad_(True)
+
+
+def add_lora(model: nn.Module, config: TrainingConfig) -> None:
+    """Wrap ``model.language_model`` in a peft LoRA model (only the adapters train)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        with warnings.catch_warnings():  # peft reads a deprecated transformers property
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model.language_model = get_peft_model(model.language_model, lora)
+    except ValueError as err:
+        raise TrainingError(
+            f"LoRA could not be added to the language model ({err}); set lora_target_modules, e.g. "
+            "['q_proj', 'v_proj'] or 'all-linear'"
+        ) from err
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold the LoRA adapters into the language model's weights (peft ``merge_and_unload``): the result is a
+    plain model that ``save_pretrained`` and ``zoo.load`` handle without peft."""
+    from peft import PeftModel
+
+    if isinstance(getattr(model, "language_model", None), PeftModel):
+        model.language_model = model.language_model.merge_and_unload()
+    return model
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """Train mode, except encoder parts with no trainable parameter, which run in eval mode."""
+    model.train()
+    for encoder in encoders_of(model).values():
+        for module in encoder.modules():
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+
+
+def _enable_gradient_checkpointing(model: nn.Module, encoders: dict[str, Any]) -> None:
+    """The LLM's activation checkpointing; for encoders that train, timm's ``set_grad_checkpointing`` or a
+    transformers model's checkpointing on the first sub-module that has one."""
+    if is_multimodal_lm(model):
+        _hf_checkpointing(model.language_model)
+    for modality, encoder in encoders.items():
+        if not any(p.requires_grad for p in encoder.parameters()):
+            continue  # a frozen encoder keeps no activations for backward
+        for module in encoder.modules():
+            if hasattr(module, "set_grad_checkpointing"):
+                module.set_grad_checkpointing(True)
+                break
+            if getattr(module, "supports_gradient_checkpointing", False):
+                _hf_checkpointing(module)
+                break
+        else:
+            warnings.warn(f"the {modality} encoder has no gradient checkpointing switch; it trains without", stacklevel=3)
+
+
+def _hf_checkpointing(module: nn.Module) -> None:
+    """A transformers model's activation checkpointing (non-reentrant, so frozen inputs need no grad hooks);
+    ``activation_checkpointing_enable`` replaced ``gradient_checkpointing_enable`` in transformers 5.x."""
+    if hasattr(module, "activation_checkpointing_enable"):
+        module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
