@@ -1,12 +1,13 @@
 """Wrapper cost per encoder family: our encoder vs calling the underlying library directly, same weights.
 
 For each family the same preprocessed batch goes through (a) our encoder's ``forward`` (tokens, mask,
-pooled) and (b) the library's own call. Items/s is the best of ``--repeats`` timed runs after a warm-up;
-peak memory is the peak RSS of a fresh subprocess per side (CPU) or ``max_memory_allocated`` (CUDA). The
+pooled) and (b) the library's own call. Items/s is the median of ``--repeats`` rounds that alternate the
+two sides in one process (so machine noise hits both); peak memory is the peak RSS of a fresh subprocess
+per side doing one forward (CPU) or ``max_memory_allocated`` (CUDA). The
 target is a wrapper cost under 5%. Models are built at random init from their real configs (no download).
 
     .venv/bin/python benchmarks/encoders.py [--families timm open-clip hf-clip bert gnn whisper]
-        [--repeats 3] [--device cpu|cuda]
+        [--repeats 7] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -93,53 +94,82 @@ BUILDERS = {"timm": (_timm, 16), "open-clip": (_open_clip, 32), "hf-clip": (_hf_
             "gnn": (_gnn, 256), "whisper": (_whisper, 4)}
 
 
-def child(family: str, side: str, repeats: int, device: str) -> dict[str, float]:
-    """Measure one side in this process: items/s (best of ``repeats``) and peak memory."""
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_both(family: str, repeats: int, device: str) -> dict[str, float]:
+    """Items/s of both sides, timed alternately in one process (median of ``repeats`` rounds each), so
+    machine noise hits both equally."""
     torch.manual_seed(0)
     build, batch = BUILDERS[family]
     ours_call, direct_call, module, n = build(batch)
     module.eval().to(device)
-    call = ours_call if side == "ours" else direct_call
+    times: dict[str, list[float]] = {"ours": [], "direct": []}
     with torch.no_grad():
-        call()  # warm-up
-        if device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        best = float("inf")
+        ours_call(), direct_call()  # warm-up
         for _ in range(repeats):
-            start = time.perf_counter()
-            call()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() / 2**20) if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"items_per_s": n / best, "peak_mb": peak, "batch": n}
+            for side, call in (("ours", ours_call), ("direct", direct_call)):
+                _sync(device)
+                start = time.perf_counter()
+                call()
+                _sync(device)
+                times[side].append(time.perf_counter() - start)
+    return {side: n / sorted(t)[len(t) // 2] for side, t in times.items()} | {"batch": n}
+
+
+def peak_memory(family: str, side: str, device: str) -> float:
+    """Peak memory (MB) of one forward of one side, in this fresh process."""
+    torch.manual_seed(0)
+    build, batch = BUILDERS[family]
+    ours_call, direct_call, module, _ = build(batch)
+    module.eval().to(device)
+    with torch.no_grad():
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        (ours_call if side == "ours" else direct_call)()
+        _sync(device)
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    """This process's own RSS high-water mark. ``ru_maxrss`` is not used: Linux carries it across
+    fork+exec, so a child would report its (larger) parent's peak."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--families", nargs="+", default=list(FAMILIES))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--child", nargs=2, metavar=("FAMILY", "SIDE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(*args.child, args.repeats, args.device)))
+        print(json.dumps({"peak_mb": peak_memory(*args.child, args.device)}))
         return
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, best of {args.repeats}")
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, median of {args.repeats} alternating rounds")
     print(f"{'family':<10}{'batch':>6}{'ours it/s':>12}{'direct it/s':>13}{'cost':>8}{'ours MB':>10}{'direct MB':>11}")
     for family in args.families:
-        result = {}
+        speed = time_both(family, args.repeats, args.device)
+        memory = {}
         for side in ("ours", "direct"):
             out = subprocess.run(
-                [sys.executable, __file__, "--child", family, side, "--repeats", str(args.repeats), "--device", args.device],
+                [sys.executable, __file__, "--child", family, side, "--device", args.device],
                 capture_output=True, text=True, check=True,
             )
-            result[side] = json.loads(out.stdout.strip().splitlines()[-1])
-        ours, direct = result["ours"], result["direct"]
-        cost = direct["items_per_s"] / ours["items_per_s"] - 1
-        print(f"{family:<10}{ours['batch']:>6}{ours['items_per_s']:>12.1f}{direct['items_per_s']:>13.1f}{cost:>+8.1%}"
-              f"{ours['peak_mb']:>10.0f}{direct['peak_mb']:>11.0f}", flush=True)
+            memory[side] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+        cost = speed["direct"] / speed["ours"] - 1
+        print(f"{family:<10}{speed['batch']:>6}{speed['ours']:>12.1f}{speed['direct']:>13.1f}{cost:>+8.1%}"
+              f"{memory['ours']:>10.0f}{memory['direct']:>11.0f}", flush=True)
 
 
 if __name__ == "__main__":
