@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+
 from tasks.data.manifest import Row
 
 # Errors that mean "this row's input is bad", as opposed to a bug: they become row failures.
@@ -34,3 +36,27 @@ def build_isolating(
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def embed_isolating(
+    items: Sequence[tuple[int, Any]],
+    process: Callable[[list[Any]], Any],
+    embed: Callable[[Any], torch.Tensor],
+    batch_size: int,
+    on_chunk: Callable[[int], None] | None = None,
+) -> tuple[dict[int, torch.Tensor], dict[int, str]]:
+    """Embed ``(index, item)`` pairs in batches: ``process(items)`` builds a batch, ``embed(batch)`` gives
+    ``[B, D]``. Returns float32 CPU vectors keyed by index and ``{index: error}`` for items that failed."""
+    vectors: dict[int, torch.Tensor] = {}
+    failures: dict[int, str] = {}
+    for chunk in chunks(list(items), batch_size):
+        rows = [Row(i, {"item": item}) for i, item in chunk]
+        batch, good, failed = build_isolating(rows, lambda rs: process([r.fields["item"] for r in rs]))
+        failures.update(failed)
+        if batch is not None:
+            with torch.no_grad():
+                out = embed(batch).float().cpu()
+            vectors.update({r.index: v for r, v in zip(good, out, strict=True)})
+        if on_chunk is not None:
+            on_chunk(len(chunk))
+    return vectors, failures

@@ -31,20 +31,19 @@ class ProbeResult:
 
 def embed_items(model: Any, items: Sequence[Any], batch_size: int = 256) -> tuple[torch.Tensor, dict[int, str]]:
     """Pooled embeddings ``[N, D]`` (zeros where an item failed) and ``{index: error}`` for the failures."""
-    from tasks.data.manifest import Row
-    from zoo.evaluation.batching import build_isolating, chunks
+    from zoo.evaluation.batching import embed_isolating
     from zoo.processing import move_to
 
-    vectors = torch.zeros(len(items), model.hidden_size)
-    failed: dict[int, str] = {}
     model.eval()
-    for chunk in chunks([Row(i, {"item": item}) for i, item in enumerate(items)], batch_size):
-        batch, good, bad = build_isolating(chunk, lambda rs: model.processor(model.modality, [r.fields["item"] for r in rs]))
-        failed.update(bad)
-        if batch is not None:
-            with torch.no_grad():
-                out = model(**move_to(dict(batch.inputs), model.device)).pooled.float().cpu()
-            vectors[[r.index for r in good]] = out
+    embedded, failed = embed_isolating(
+        list(enumerate(items)),
+        lambda values: model.processor(model.modality, values),
+        lambda batch: model(**move_to(dict(batch.inputs), model.device)).pooled,
+        batch_size,
+    )
+    vectors = torch.zeros(len(items), model.hidden_size)
+    for index, vector in embedded.items():
+        vectors[index] = vector
     return vectors, failed
 
 

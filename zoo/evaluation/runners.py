@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from tasks.config import TaskConfig
 from tasks.data.manifest import Row
-from zoo.evaluation.batching import build_isolating, chunks
+from zoo.evaluation.batching import build_isolating, chunks, embed_isolating
 
 
 @dataclass
@@ -112,16 +112,14 @@ def run_multiple_choice(model: Any, task: TaskConfig, rows: Sequence[Row], batch
 
 def _embed_rows(model: Any, modality: str, values: Sequence[tuple[int, Any]], batch_size: int, outcome: Outcome, bar: tqdm) -> dict[int, torch.Tensor]:
     """Embeddings keyed by row index; rows whose item fails are recorded and left out."""
-    embedded: dict[int, torch.Tensor] = {}
-    for chunk in chunks(list(values), batch_size):
-        rows = [Row(i, {"value": v}) for i, v in chunk]
-        batch, good, failed = build_isolating(rows, lambda rs: model.processor(modality, [r.fields["value"] for r in rs]))
-        _record(outcome, failed, f"{modality} input")
-        if batch is not None:
-            with torch.no_grad():
-                vectors = model.embed_processed(modality, batch.inputs).float().cpu()
-            embedded.update({r.index: v for r, v in zip(good, vectors, strict=True)})
-        bar.update(len(chunk))
+    embedded, failed = embed_isolating(
+        values,
+        lambda items: model.processor(modality, items),
+        lambda batch: model.embed_processed(modality, batch.inputs),
+        batch_size,
+        on_chunk=bar.update,
+    )
+    _record(outcome, failed, f"{modality} input")
     return embedded
 
 
