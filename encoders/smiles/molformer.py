@@ -259,17 +259,19 @@ _KEY_MAP: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 _DROPPED = re.compile(r"(lm_head|classifier)\..+|.*rotary_embeddings\.(inv_freq|cos_cached|sin_cached)")
 
 
-def molformer_key_map(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an IBM HF MoLFormer state dict (``MolformerModel`` or ``MolformerForMaskedLM``) to our keys.
+def molformer_key_map(state_dict: Mapping[str, torch.Tensor]) -> dict[str, str | None]:
+    """``{IBM key: our key, or None when dropped on purpose}`` for an IBM HF MoLFormer state dict
+    (``MolformerModel`` or ``MolformerForMaskedLM``) — the rename-map contract of ``zoo``'s key maps.
 
-    ``molformer.`` prefixes are stripped and ``lm_head.*``/``classifier.*`` heads dropped; any other key
-    that has no counterpart here raises, listing them all.
+    ``molformer.`` prefixes are stripped; ``lm_head.*``/``classifier.*`` heads and rotary tables are dropped;
+    any other key that has no counterpart here raises, listing them all.
     """
-    mapped: dict[str, torch.Tensor] = {}
+    renames: dict[str, str | None] = {}
     unknown = []
-    for key, tensor in state_dict.items():
+    for key in state_dict:
         bare = key.removeprefix("molformer.")
         if _DROPPED.fullmatch(bare):
+            renames[key] = None
             continue
         target = next(
             (pattern.sub(repl, bare) for pattern, repl in _KEY_MAP if pattern.fullmatch(bare)), None
@@ -277,17 +279,18 @@ def molformer_key_map(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
         if target is None:
             unknown.append(key)
         else:
-            mapped[target] = tensor
+            renames[key] = target
     if unknown:
         raise ValueError(
             f"keys with no MoLFormerEncoder counterpart (not an IBM MoLFormer checkpoint?): {unknown}"
         )
-    return mapped
+    return renames
 
 
 def load_molformer_weights(encoder: MolFormerEncoder, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load an IBM HF MoLFormer state dict into ``encoder``; every encoder key must be filled, and only those."""
-    missing, unexpected = encoder.load_state_dict(molformer_key_map(state_dict), strict=False)
+    renamed = {new: state_dict[old] for old, new in molformer_key_map(state_dict).items() if new is not None}
+    missing, unexpected = encoder.load_state_dict(renamed, strict=False)
     if missing or unexpected:
         hint = ""
         if any("feature_map" in key for key in (*missing, *unexpected)):
