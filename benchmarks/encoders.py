@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, and this very file would shadow the package.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# Run as a script, this folder would come first on sys.path and benchmarks/encoders.py would shadow the
+# encoders package: put the repository root in its place (shared helpers are then benchmarks._measure).
+_HERE = Path(__file__).resolve().parent
+sys.path = [str(_HERE.parent) if Path(p or ".").resolve() == _HERE else p for p in sys.path]
 
 import torch  # noqa: E402
+
+from benchmarks._measure import peak_memory_mb  # noqa: E402
 
 FAMILIES = ("timm", "open-clip", "hf-clip", "bert", "gnn", "whisper")
 
@@ -130,20 +133,7 @@ def peak_memory(family: str, side: str, device: str) -> float:
             torch.cuda.reset_peak_memory_stats()
         (ours_call if side == "ours" else direct_call)()
         _sync(device)
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return _peak_rss_mb()
-
-
-def _peak_rss_mb() -> float:
-    """This process's own RSS high-water mark. ``ru_maxrss`` is not used: Linux carries it across
-    fork+exec, so a child would report its (larger) parent's peak."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_memory_mb()
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Streaming retrieval metrics vs the dense N x M approach: wall time, peak memory, identical recalls.
 
-Each approach runs in a fresh subprocess so its peak resident memory (``ru_maxrss``, which sees torch's
+Each approach runs in a fresh subprocess so its peak resident memory (``VmHWM``, which sees torch's
 allocations, unlike tracemalloc) is its own. A third subprocess only builds the embeddings, giving the
 baseline that both approaches share. Embeddings are seeded random unit vectors: gallery ``g_i`` and
 query ``q_i = normalize(g_i + noise * z_i / sqrt(dim))``, so query i's one positive is gallery item i
@@ -14,12 +14,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, and benchmarks/encoders.py would shadow the package.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# Run as a script, this folder would come first on sys.path and benchmarks/encoders.py would shadow the
+# encoders package: put the repository root in its place (shared helpers are then benchmarks._measure).
+_HERE = Path(__file__).resolve().parent
+sys.path = [str(_HERE.parent) if Path(p or ".").resolve() == _HERE else p for p in sys.path]
 
 import argparse
 import json
-import resource
 import subprocess
 import time
 
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._measure import peak_memory_mb  # noqa: E402
 from tasks.metrics import retrieval_metrics  # noqa: E402
 
 KS = (1, 5, 10)
@@ -63,7 +65,7 @@ def run_worker(args: argparse.Namespace) -> None:
     else:
         recalls = {}
     seconds = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    peak_mib = peak_memory_mb()
     print(json.dumps({"approach": args.worker, "seconds": seconds, "peak_rss_mib": peak_mib, **recalls}))
 
 

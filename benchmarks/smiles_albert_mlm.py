@@ -17,8 +17,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, and benchmarks/encoders.py would shadow the package.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# Run as a script, this folder would come first on sys.path and benchmarks/encoders.py would shadow the
+# encoders package: put the repository root in its place (shared helpers are then benchmarks._measure).
+_HERE = Path(__file__).resolve().parent
+sys.path = [str(_HERE.parent) if Path(p or ".").resolve() == _HERE else p for p in sys.path]
 
 import argparse
 import shlex

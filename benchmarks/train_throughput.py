@@ -13,14 +13,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, and benchmarks/encoders.py would shadow the package.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# Run as a script, this folder would come first on sys.path and benchmarks/encoders.py would shadow the
+# encoders package: put the repository root in its place (shared helpers are then benchmarks._measure).
+_HERE = Path(__file__).resolve().parent
+sys.path = [str(_HERE.parent) if Path(p or ".").resolve() == _HERE else p for p in sys.path]
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+
+from benchmarks._measure import peak_memory_mb  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "uspto50k"
 LM = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
@@ -32,17 +36,6 @@ def _data(rows: int, root: Path) -> Path:
         lines = (SHARED / f"{part}-train.txt").read_text().splitlines()[:rows]
         (root / f"{part}-train.txt").write_text("\n".join(lines) + "\n")
     return root / "src-train.txt"
-
-
-def _peak_mb() -> float:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def child(batching: str, steps: int, batch_size: int, data: str, out: str) -> dict:
@@ -59,7 +52,7 @@ def child(batching: str, steps: int, batch_size: int, data: str, out: str) -> di
     records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     speeds = [r["samples_per_s"] for r in records if "samples_per_s" in r][1:]
     losses = [r["loss"] for r in records if "loss" in r]
-    return {"samples_per_s": statistics.median(speeds), "peak_mb": _peak_mb(), "final_loss": losses[-1]}
+    return {"samples_per_s": statistics.median(speeds), "peak_mb": peak_memory_mb(), "final_loss": losses[-1]}
 
 
 def main() -> None:
