@@ -130,6 +130,24 @@ def test_dual_encoder_stages(scenes, tmp_path, stage, trained):
     assert _changed(before, result.model) == (trained or set(before))
 
 
+def test_full_stage_keeps_frozen_prefixes_and_refuses_a_prefix_that_names_nothing(scenes, tmp_path):
+    before, result = _train(zoo.build("tiny-test-vlm"), "full", tmp_path / "ok", scenes, frozen=["encoders"])
+    assert _changed(before, result.model) == {k for k in before if not k.startswith("encoders.")}
+    with pytest.raises(TrainingError, match="frozen prefix 'encoder' names no parameter"):
+        _train(zoo.build("tiny-test-vlm"), "full", tmp_path / "typo", scenes, frozen=["encoder"])
+
+
+def test_cached_frozen_tower_features_train_like_the_towers_themselves(scenes, tmp_path):
+    """align on a DualEncoder runs the frozen towers once; the trained heads match the uncached run."""
+    _, cached = _train(zoo.build(dual_encoder_spec()), "align", tmp_path / "cached", scenes, task="retrieval")
+    _, direct = _train(zoo.build(dual_encoder_spec()), "align", tmp_path / "direct", scenes, task="retrieval",
+                       cache_frozen_features=False)
+    losses = [[r["loss"] for r in _steps(run)] for run in (tmp_path / "cached", tmp_path / "direct")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, a), b in zip(cached.model.named_parameters(), direct.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_lora_merge_is_a_standalone_model_with_the_same_logits(instruct_run, scenes, tmp_path):
     _, result = instruct_run
     model = result.model.eval()

@@ -11,8 +11,8 @@ from typing import Any
 from zoo.registry import UnknownComponentError, suggest
 from zoo.spec import SpecError, _check_keys
 
-CARD_KEYS = ["name", "description", "license", "tasks", "spec", "weights", "eval_results", "source", "tags"]
-WEIGHT_KEYS = ["file", "url", "hf_repo", "hf_filename", "revision", "package", "sha256", "format", "key_map", "prefix"]
+CARD_KEYS = ["name", "description", "license", "tasks", "spec", "weights", "eval_results", "source", "tags", "recipe"]
+WEIGHT_KEYS = ["file", "url", "hf_repo", "hf_filename", "revision", "package", "bundled", "sha256", "format", "key_map", "prefix"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class WeightSource:
     layout (e.g. one shard of a transformers checkpoint) is renamed through it on load. ``prefix`` is
     prepended to the (renamed) keys (a file that holds one component's weights). Sources: ``hf_repo`` (+
     ``hf_filename``, ``revision``), ``package`` (an installed distribution that ships the file; ``file`` is
-    then its path inside it) and ``url``. When several are given (the Hub as primary source, a package as the
+    then its path inside it), ``bundled`` (the file ships in this package's ``model_cards/`` folder: weights we
+trained and committed) and ``url``. When several are given (the Hub as primary source, a package as the
     offline copy) local copies are tried first (the Hugging Face cache, the package), then the network; every
     copy must have the ``sha256``.
     """
@@ -38,6 +39,7 @@ class WeightSource:
     hf_filename: str | None = None
     revision: str | None = None
     package: str | None = None
+    bundled: bool = False
     key_map: str | None = None
     prefix: str = ""
 
@@ -55,6 +57,7 @@ class ModelCard:
     eval_results: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
     tags: list[str] = field(default_factory=list)
+    recipe: dict[str, Any] = field(default_factory=dict)
     body: str = ""
     path: str = ""
 
@@ -90,6 +93,7 @@ def parse_card(text: str, where: str) -> ModelCard:
         eval_results=list(meta.get("eval_results") or []),
         source=meta.get("source", ""),
         tags=list(meta.get("tags") or []),
+        recipe=dict(meta.get("recipe") or {}),
         body=body,
         path=where,
     )

@@ -163,12 +163,35 @@ def finetune_cmd(
     typer.echo(f"wrote {result.final_dir}")
 
 
+@app.command("recipe")
+def recipe_cmd(
+    name: str = typer.Argument(..., help="a model trained here (its card has a recipe), e.g. rxn-retro-uspto50k"),
+    data_root: str = typer.Option("../shared/data", "--data-root", help="folder the recipe's data paths are under"),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="run folder (default runs/NAME)"),  # noqa: UP045 (typer)
+    weights_dir: Optional[str] = typer.Option(None, "--weights-dir", help="local copies of the starting models' weight files"),  # noqa: UP045 (typer)
+    settings: list[str] = typer.Option([], "--set", help="override a training setting, e.g. --set max_steps=20"),
+) -> None:
+    """Retrain a card's bundled weights from its recipe (resumes an interrupted run) and print their sha256."""
+    from zoo.recipes import run_recipe
+    from zoo.training import TrainingError
+
+    try:
+        target, sha256 = run_recipe(name, data_root, output_dir or f"runs/{name}", weights_dir,
+                                    **_parse_overrides(settings))
+    except TrainingError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"wrote {target}\nsha256 {sha256} (put it in the card's weights entry for {target.name})")
+
+
 @app.command("demo")
-def demo_cmd() -> None:
-    """Build tiny-test-vlm, run a batch through forward and generate, and say what happened."""
+def demo_cmd(
+    output_dir: str = typer.Option("runs/demo", "--output-dir", "-o", help="where the reports and report.html go"),
+) -> None:
+    """Load named models and run zero-shot evaluations on samples shipped with the package (offline)."""
     from zoo.demo import run_demo
 
-    run_demo()
+    run_demo(output_dir)
 
 
 def main() -> None:

@@ -78,7 +78,7 @@ def load(
     your own, or a shipped one pointed at a local copy), a local directory (or ``local-dir:PATH``) written by
     ``save_pretrained``, ``hf-hub:org/repo[@revision]``, or a spec whose components name their own
     pretrained weights (e.g. an open_clip tag). ``weights_dir`` takes a card's weight files from a local
-    folder (checked by sha256) instead of downloading them.
+    folder (checked by sha256) instead of downloading them; files not in it come from their usual sources.
     """
     if isinstance(name_or_path, ModelCard):
         return _load_card(name_or_path, device, dtype, Path(weights_dir) if weights_dir else None)
@@ -142,14 +142,19 @@ def read_weights(source: WeightSource, path: Path) -> dict[str, Any]:
 
 
 def fetch_weights(source: WeightSource, weights_dir: Path | None = None) -> Path:
-    """A verified safetensors file for ``source``: from ``weights_dir``, else from the first of its sources
-    that has it (the Hub, an installed package, its URL; cached). Every copy must have the card's sha256."""
-    if weights_dir is not None:
-        path = weights_dir / Path(source.file).name
-        if not path.is_file():
-            raise ModelNotFoundError(f"{path.name} is not in {weights_dir}; put the file there or drop weights_dir")
-    else:
-        path = _first_available(source)
+    """A verified safetensors file for ``source``: from ``weights_dir`` when the file is there, else from the
+    first of its sources that has it (the Hub, an installed package, its URL; cached). Every copy must have the card's sha256."""
+    path = weights_dir / Path(source.file).name if weights_dir is not None else None
+    if path is None or not path.is_file():
+        try:
+            path = _first_available(source)
+        except ModelNotFoundError as err:
+            if weights_dir is None:
+                raise
+            raise ModelNotFoundError(
+                f"{Path(source.file).name} is not in {weights_dir}, and its card's sources failed too ({err}); "
+                "put the file there"
+            ) from err
     verify_sha256(path, source.sha256)
     if source.format == "safetensors":
         return path
@@ -168,6 +173,8 @@ def _first_available(source: WeightSource) -> Path:
     that ships the same bytes for machines without the Hub. Fails with every source's reason."""
     repo, name, revision = source.hf_repo, source.hf_filename or source.file, source.revision
     attempts: list[tuple[Callable[[], Path], bool]] = []  # (fetch, whether its failure is worth reporting)
+    if source.bundled:
+        attempts.append((lambda: _bundled_file(source), True))
     if repo:
         attempts.append((lambda: hub_file(repo, name, revision, local_only=True), _offline()))
     if source.package:
@@ -177,7 +184,7 @@ def _first_available(source: WeightSource) -> Path:
     if source.url:
         attempts.append((lambda: _download(source), True))
     if not attempts:
-        raise SpecError(f"weight file {source.file} has no url, hf_repo or package in its card")
+        raise SpecError(f"weight file {source.file} has no url, hf_repo, package or bundled in its card")
     reasons = []
     for fetch, reported in attempts:
         try:
@@ -188,6 +195,19 @@ def _first_available(source: WeightSource) -> Path:
     if len(reasons) == 1:
         raise ModelNotFoundError(reasons[0])
     raise ModelNotFoundError(f"none of the {len(reasons)} sources of {source.file} has it:\n- " + "\n- ".join(reasons))
+
+
+def _bundled_file(source: WeightSource) -> Path:
+    """A weight file committed with the cards (``model_cards/<file>``), trained here by a card's recipe."""
+    import model_cards
+
+    path = Path(model_cards.__file__).parent / source.file
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"{path} is missing from this installation; rebuild it with `zoo recipe {Path(source.file).stem}` "
+            "or reinstall modalzoo"
+        )
+    return path
 
 
 def _package_file(source: WeightSource) -> Path:

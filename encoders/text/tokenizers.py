@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 ASSETS = Path(__file__).parent / "assets"
-BUNDLED_TOKENIZERS: tuple[str, ...] = ("tiny-bpe", "bert-base-uncased")
+BUNDLED_TOKENIZERS: tuple[str, ...] = ("tiny-bpe", "smiles-bpe", "bert-base-uncased")
 BUNDLED_PREFIX = "bundled:"
 
 

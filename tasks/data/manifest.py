@@ -55,11 +55,14 @@ def read_jsonl(path: Path, item_column: str = "item", modality: str | None = Non
     return rows
 
 
-def read_csv(path: Path, item_column: str = "item", modality: str | None = None) -> list[Row]:
-    """A CSV (or TSV, by suffix) with a header row."""
+def read_csv(path: Path, item_column: str = "item", modality: str | None = None, delimiter: str | None = None) -> list[Row]:
+    """A CSV (or TSV, by suffix, or with ``delimiter`` given) with a header row."""
     rows: list[Row] = []
     with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
+        delimiter = delimiter or ("\t" if path.suffix == ".tsv" else ",")
+        # Fields are never quoted in tab-separated chemistry files (ChEBI-20 descriptions hold bare quotes).
+        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)
         for line_no, record in enumerate(reader, start=2):
             source = f"{path.name}:{line_no}"
             if None in record or None in record.values():
@@ -87,11 +90,16 @@ def read_uspto50k_rows(path: Path, direction: str = "retro") -> list[Row]:
     return rows
 
 
-READERS = {"jsonl": read_jsonl, "csv": read_csv}
+def read_tsv(path: Path, item_column: str = "item", modality: str | None = None) -> list[Row]:
+    """Tab-separated values with a header row, whatever the file's suffix (ChEBI-20's ``.txt`` files)."""
+    return read_csv(path, item_column, modality, delimiter="\t")
+
+
+READERS = {"jsonl": read_jsonl, "csv": read_csv, "tsv": read_tsv}
 
 
 def read_rows(reader: str, path: str | Path, item_column: str = "item", modality: str | None = None) -> list[Row]:
-    """Rows from ``path`` with the named reader (``jsonl``, ``csv``, ``uspto50k-retro``, ``uspto50k-forward``)."""
+    """Rows from ``path`` with the named reader (``jsonl``, ``csv``, ``tsv``, ``uspto50k-retro``, ``uspto50k-forward``)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no data at {path}")

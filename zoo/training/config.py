@@ -29,11 +29,14 @@ class TrainingConfig:
     ``batch_size`` is the GLOBAL micro-batch: under ``accelerate launch`` each of N processes takes
     ``batch_size / N`` examples of it, so one command gives the same optimisation at any process count. One
     optimizer step sees ``batch_size * grad_accum`` examples. ``max_steps`` (optimizer steps), when set,
-    overrides ``epochs``. ``eval_every``, ``save_every`` count optimizer steps. ``lr_groups`` maps a
+    overrides ``epochs``. ``eval_every``, ``save_every`` count optimizer steps; ``eval_limit`` validates on the
+    first N rows only. ``lr_groups`` maps a
     parameter-name prefix (``projectors``, ``language_model``, ``encoders.image``, ``logit_scale``...) to its
     own learning rate; other trainable parameters use ``lr``. With ``early_stopping_metric`` (a key of the
     validation results' ``metrics``, better when higher unless ``early_stopping_mode="min"``) the best-scoring
-    weights are kept in ``best/`` and are the ones written to ``final/``. ``merge_lora=False`` keeps an
+    weights are kept in ``best/`` and are the ones written to ``final/``. ``frozen`` lists parameter-name prefixes (``encoders``, ``encoders.smiles``...) that stay frozen whatever the
+stage. ``cache_frozen_features`` runs a ``DualEncoder``'s frozen towers once over the data and trains the
+heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=False`` keeps an
     ``instruct`` run's LoRA unmerged (``final/`` is then an adapter for ``zoo.training.load_adapter``).
     """
 
@@ -55,8 +58,11 @@ class TrainingConfig:
     lora_target_modules: list[str] | None = None
     merge_lora: bool = True
     unfreeze_encoder_blocks: int = 0
+    frozen: list[str] = field(default_factory=list)
+    cache_frozen_features: bool = True
     batching: str = "padded"
     eval_every: int | None = None
+    eval_limit: int | None = None
     early_stopping_metric: str | None = None
     early_stopping_mode: str = "max"
     early_stopping_patience: int | None = None
@@ -74,7 +80,7 @@ class TrainingConfig:
         for name in ("epochs", "batch_size", "grad_accum", "lora_r", "save_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_steps", "eval_every", "early_stopping_patience"):
+        for name in ("max_steps", "eval_every", "eval_limit", "early_stopping_patience"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise TrainingError(f"{name} must be at least 1 (or unset), got {value}")
@@ -99,6 +105,10 @@ class TrainingConfig:
         values = dict(values)
         if values.get("lr_groups") is None:
             values.pop("lr_groups", None)
+        if values.get("frozen") is None:
+            values.pop("frozen", None)
+        else:
+            values["frozen"] = list(values["frozen"])
         if values.get("lora_target_modules") is not None:
             values["lora_target_modules"] = list(values["lora_target_modules"])
         try:

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from tasks.config import TaskConfig
 from tasks.data.manifest import Row, read_rows
 from zoo.evaluation.batching import build_isolating, chunks
-from zoo.processing import IGNORE_INDEX
+from zoo.processing import IGNORE_INDEX, move_to
 from zoo.training.config import TrainingError
 from zoo.training.stages import is_dual_encoder
 
@@ -273,3 +274,42 @@ class PairCollator:
             "inputs": self.processor(modality, [e.items[modality][0] for e in examples]).inputs,
             "text_inputs": self.processor("text", [e.target for e in examples]).inputs,
         }
+
+
+class CachedPairCollator:
+    """Examples -> ``DualEncoder`` inputs from cached pooled tower outputs (frozen towers are run once)."""
+
+    def __init__(self, modality: str, pooled: torch.Tensor, text_pooled: torch.Tensor, positions: dict[int, int]) -> None:
+        self.modality, self.pooled, self.text_pooled, self.positions = modality, pooled, text_pooled, positions
+
+    def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
+        rows = torch.tensor([self.positions[e.index] for e in examples])
+        return {"modality": self.modality, "pooled": self.pooled[rows], "text_pooled": self.text_pooled[rows]}
+
+
+def frozen_tower_features(
+    model: Any, examples: Sequence[Example], batch_size: int, progress: bool
+) -> CachedPairCollator | None:
+    """For a ``DualEncoder`` whose towers are all frozen (``align``), run each tower once over the examples
+    and return a collator serving the pooled outputs (SAIL-style: the heads then train in seconds per epoch);
+    None when any tower trains. The towers are in eval mode, so the features equal those of the uncached path
+    up to float rounding from different padding."""
+    if not is_dual_encoder(model):
+        return None
+    towers = [*model.towers.values(), model.text_tower]
+    if any(p.requires_grad for tower in towers for p in tower.parameters()):
+        return None
+    from tqdm.auto import tqdm
+
+    modality = next(iter(examples[0].items))
+    pooled, text_pooled = [], []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(examples), batch_size), desc="caching frozen tower features",
+                          disable=not progress):
+            chunk = examples[start : start + batch_size]
+            inputs = model.processor(modality, [e.items[modality][0] for e in chunk]).inputs
+            text_inputs = model.processor("text", [e.target for e in chunk]).inputs
+            pooled.append(model.towers[modality](**move_to(dict(inputs), model.device)).pooled.float().cpu())
+            text_pooled.append(model.text_tower(**move_to(dict(text_inputs), model.device)).pooled.float().cpu())
+    positions = {e.index: i for i, e in enumerate(examples)}
+    return CachedPairCollator(modality, torch.cat(pooled), torch.cat(text_pooled), positions)

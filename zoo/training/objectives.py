@@ -68,9 +68,21 @@ class ContrastiveObjective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, modality: str, inputs: Mapping[str, Any], text_inputs: Mapping[str, Any]) -> torch.Tensor:
-        items = _gather_with_grad(self.model.embed_processed(modality, inputs))
-        texts = _gather_with_grad(self.model.embed_processed("text", text_inputs))
+    def forward(
+        self,
+        modality: str,
+        inputs: Mapping[str, Any] | None = None,
+        text_inputs: Mapping[str, Any] | None = None,
+        pooled: torch.Tensor | None = None,
+        text_pooled: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Loss from processed inputs, or from the towers' cached pooled outputs when the towers are frozen."""
+        model = self.model
+        items = model.embed_pooled(modality, pooled) if pooled is not None else model.embed_processed(modality, inputs)
+        texts = (
+            model.embed_pooled("text", text_pooled) if text_pooled is not None else model.embed_processed("text", text_inputs)
+        )
+        items, texts = _gather_with_grad(items), _gather_with_grad(texts)
         logits = self.model.logit_scale.exp() * items @ texts.T
         target = torch.arange(len(logits), device=logits.device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2

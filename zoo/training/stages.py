@@ -5,7 +5,9 @@
 - ``instruct``: the projectors plus LoRA adapters on ``model.language_model`` (peft).
 - ``full``: every parameter.
 
-``unfreeze_encoder_blocks=N`` also trains the last N blocks of every encoder (see :func:`encoder_blocks`).
+``unfreeze_encoder_blocks=N`` also trains the last N blocks of every encoder (see :func:`encoder_blocks`);
+``frozen`` keeps parameter-name prefixes frozen in any stage (``full`` with ``frozen=["encoders"]`` trains a
+language model from scratch on top of a pretrained encoder).
 Encoders with no trainable parameter run in eval mode (their dropout off, batch-norm statistics untouched);
 the LLM stays in train mode because gradients flow through it to the projectors.
 """
@@ -81,6 +83,7 @@ def apply_stage(model: nn.Module, config: TrainingConfig) -> int:
             model.projectors.requires_grad_(True)
         for modality, encoder in encoders.items():
             _unfreeze_last_blocks(modality, encoder, config.unfreeze_encoder_blocks)
+    _keep_frozen(model, config.frozen)
     if config.gradient_checkpointing:
         _enable_gradient_checkpointing(model, encoders)
     if config.stage == "instruct":
@@ -103,6 +106,18 @@ def _unfreeze_last_blocks(modality: str, encoder: nn.Module, n: int) -> None:
         )
     for block in blocks[-n:]:
         block.requires_grad_(True)
+
+
+def _keep_frozen(model: nn.Module, prefixes: list[str]) -> None:
+    """Freeze every parameter whose name starts with one of ``prefixes``; a prefix that names nothing is an
+    error (a typo would otherwise train what the user meant to keep)."""
+    for prefix in prefixes:
+        matched = [p for name, p in model.named_parameters() if name == prefix or name.startswith(prefix + ".")]
+        if not matched:
+            tops = sorted({name.split(".")[0] for name, _ in model.named_parameters()})
+            raise TrainingError(f"frozen prefix {prefix!r} names no parameter; parameters start with {', '.join(tops)}")
+        for parameter in matched:
+            parameter.requires_grad_(False)
 
 
 def add_lora(model: nn.Module, config: TrainingConfig) -> None:

@@ -43,6 +43,7 @@ from zoo.training.data import (
     TrainingData,
     batch_plan,
     build_examples,
+    frozen_tower_features,
     plan_sha256,
 )
 from zoo.training.logs import METRICS_FILE, MetricsLog
@@ -241,9 +242,11 @@ class Trainer:
         objective = make_objective(self.model)
         optimizer = build_optimizer(self.model, config)
         scheduler = build_scheduler(optimizer, config, self.total_steps)
-        collator = PairCollator(self.model.processor) if is_dual_encoder(self.model) else LMCollator(
+        cached = frozen_tower_features(self.model, self.data.examples, config.batch_size,
+                                       config.progress and self.main) if config.cache_frozen_features else None
+        collator = cached or (PairCollator(self.model.processor) if is_dual_encoder(self.model) else LMCollator(
             self.model.processor, packed=config.batching == "packed"
-        )
+        ))
         loader = DataLoader(
             ExampleDataset(self.data.examples), batch_sampler=PlanSampler(self.plan, config.batch_size), collate_fn=collator
         )
@@ -363,7 +366,7 @@ class Trainer:
 
         with self.accelerator.autocast():
             results = evaluate(self.model, self.task, self.validation_data, batch_size=self.config.batch_size,
-                               progress=False, report=False)
+                               limit=self.config.eval_limit, progress=False, report=False)
         set_train_mode(self.model)
         metrics = results["metrics"]
         name = self.config.early_stopping_metric

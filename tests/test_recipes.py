@@ -1,0 +1,56 @@
+"""Card recipes (`zoo recipe`): what a recipe may say, which weights it exports, and the bundled weight source."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from safetensors.torch import load_file
+
+import zoo
+from tasks.data.manifest import read_rows
+from zoo.cards import WeightSource, card
+from zoo.io import ModelNotFoundError
+from zoo.loading import fetch_weights
+from zoo.recipes import Recipe, export_weights
+from zoo.spec import SpecError
+
+
+def test_every_recipe_in_the_cards_is_complete():
+    with_recipe = [name for name in zoo.list_models() if card(name).recipe]
+    assert {"rxn-retro-uspto50k", "moltext-gnn-minilm"} <= set(with_recipe)
+    for name in with_recipe:
+        recipe = Recipe.from_card(name)
+        bundled = [w for w in card(name).weights if w.bundled]
+        assert [w.file for w in bundled] == [f"weights/{name}.safetensors"], name
+        assert recipe.export, name
+
+
+def test_a_card_without_recipe_says_so():
+    with pytest.raises(SpecError, match="tiny-test-vlm has no recipe"):
+        Recipe.from_card("tiny-test-vlm")
+
+
+def test_export_writes_only_the_named_prefixes_with_their_sha256(tmp_path):
+    model = zoo.build("tiny-test-vlm")
+    target = tmp_path / "w.safetensors"
+    digest = export_weights(model, ["projectors"], target)
+    assert set(load_file(target)) == {k for k in model.state_dict() if k.startswith("projectors.")}
+    assert digest == hashlib.sha256(target.read_bytes()).hexdigest()
+    assert not list(tmp_path.glob("*.partial"))
+    with pytest.raises(SpecError, match="match no weight"):
+        export_weights(model, ["nothing_here"], tmp_path / "x.safetensors")
+
+
+def test_a_missing_bundled_file_says_how_to_rebuild_it():
+    source = WeightSource(file="weights/no-such-model.safetensors", sha256="0" * 64, bundled=True)
+    with pytest.raises(ModelNotFoundError, match="zoo recipe no-such-model"):
+        fetch_weights(source)
+
+
+def test_tsv_reader_keeps_quotes_inside_fields(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text('CID\tSMILES\tdescription\n1\tCCO\tThe molecule is "ethanol", a primary alcohol.\n2\tC\n')
+    rows = read_rows("tsv", path)
+    assert rows[0].fields["description"] == 'The molecule is "ethanol", a primary alcohol.'
+    assert not rows[1].ok and "pairs.txt:3" in rows[1].error

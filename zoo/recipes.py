@@ -1,0 +1,105 @@
+"""Card recipes: how a model that we trained was made, replayed by one command (``zoo recipe NAME``).
+
+A card's ``recipe`` section names the task, the data (relative to a data root such as ``../shared/data``),
+the stage and training settings, which named models start which parts (``init``), and which parameter
+prefixes are written to the card's bundled weights file (``export``; the other parts come from their own
+cards' sources). Running it trains with ``zoo.finetune`` and writes ``model_cards/weights/<name>.safetensors``;
+the card's sha256 must then be updated to the printed one (loading checks it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.spec import SpecError
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model_cards" / "weights"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a card's bundled weights were trained (every field is data from the card)."""
+
+    task: str
+    data: str
+    stage: str
+    export: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)
+    init: dict[str, str] = field(default_factory=dict)
+    validation_data: str | None = None
+    task_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_card(cls, name: str) -> Recipe:
+        from zoo.cards import card
+
+        raw = card(name).recipe
+        if not raw:
+            raise SpecError(f"{name} has no recipe: it was not trained here (its weights come from its sources)")
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(raw) - set(allowed))
+        if unknown:
+            raise SpecError(f"{name} recipe: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+        return cls(**raw)
+
+
+def init_from(model: Any, path: str, name: str, weights_dir: str | Path | None = None) -> None:
+    """Load the named model's weights (its encoder, for an encoder card) into ``model``'s sub-module ``path``,
+    strictly, through the same checked path as ``zoo.load``."""
+    from zoo.loading import load
+
+    source = load(name, weights_dir=weights_dir)
+    source = getattr(source, "encoder", source)
+    model.get_submodule(path).load_state_dict(source.state_dict(), strict=True)
+
+
+def export_weights(model: Any, prefixes: list[str], target: Path) -> str:
+    """Write the parameters and buffers under ``prefixes`` to ``target`` (atomically); returns its sha256."""
+    from safetensors.torch import save_file
+
+    state, seen = {}, set()
+    for key, value in model.state_dict().items():
+        if not any(key == p or key.startswith(p + ".") for p in prefixes):
+            continue
+        if value.data_ptr() in seen:  # a tied weight (lm_head = embed_tokens): the model rebuilds the tie
+            continue
+        seen.add(value.data_ptr())
+        state[key] = value.detach().cpu().contiguous()
+    if not state:
+        raise SpecError(f"export prefixes {prefixes} match no weight of the model")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(target.name + ".partial")
+    save_file(state, str(staging), metadata={"format": "pt"})
+    os.replace(staging, target)
+    return hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+def run_recipe(
+    name: str, data_root: str | Path, output_dir: str | Path, weights_dir: str | Path | None = None, **overrides: Any
+) -> tuple[Path, str]:
+    """Train card ``name`` from its recipe (``overrides`` replace training settings, e.g. ``max_steps`` for a
+    quick try); write its bundled weights; return their path and sha256. ``weights_dir`` holds the starting
+    models' weight files on an air-gapped machine (see ``zoo.load``)."""
+    from zoo.assembly import build_model
+    from zoo.cards import card
+    from zoo.spec import spec_from_dict
+    from zoo.training import finetune
+
+    recipe = Recipe.from_card(name)
+    model = build_model(spec_from_dict(card(name).spec), load_pretrained=False)
+    for path, source in recipe.init.items():
+        init_from(model, path, source, weights_dir)
+    from tasks.config import load_task
+
+    task = load_task(recipe.task, **recipe.task_overrides)
+    root = Path(data_root)
+    validation = root / recipe.validation_data if recipe.validation_data else None
+    settings = {**recipe.settings, **overrides}
+    result = finetune(model, task, root / recipe.data, recipe.stage, output_dir, validation_data=validation, **settings)
+    target = WEIGHTS_DIR / f"{name}.safetensors"
+    return target, export_weights(result.model, recipe.export, target)
