@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+from encoders.text.assets.build_tiny_tokenizer import train_byte_level_bpe
+
 OUT_DIR = Path(__file__).parent / "smiles-bpe"
 PROMPT_REPEATS = 1000
 PROMPTS = [" Predict the reactants. Reaction class {n}.", " Predict the product."]
@@ -35,23 +36,7 @@ def corpus(uspto_dir: Path) -> list[str]:
 
 def build(uspto_dir: Path, out_dir: Path = OUT_DIR, vocab_size: int = 1000) -> Path:
     """Train the tokenizer on ``uspto_dir``'s training split and save it in the Hugging Face format."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL.values()),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus(uspto_dir), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(out_dir)
-    return out_dir
+    return train_byte_level_bpe(corpus(uspto_dir), out_dir, vocab_size, split_words=False)
 
 
 if __name__ == "__main__":

@@ -39,13 +39,16 @@ def corpus() -> list[str]:
     return lines
 
 
-def build(out_dir: Path = OUT_DIR, vocab_size: int = 600) -> Path:
-    """Train the tokenizer and save it in the Hugging Face format to ``out_dir``."""
+def train_byte_level_bpe(lines: list[str], out_dir: Path, vocab_size: int, split_words: bool = True) -> Path:
+    """Train a byte-level BPE with our special tokens on ``lines`` and save it in the Hugging Face format.
+
+    ``split_words=False`` lets merges cross word and punctuation boundaries (SMILES have no words).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=split_words)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -53,11 +56,16 @@ def build(out_dir: Path = OUT_DIR, vocab_size: int = 600) -> Path:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(corpus(), trainer=trainer)
+    tok.train_from_iterator(lines, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
     out_dir.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out_dir)
     return out_dir
+
+
+def build(out_dir: Path = OUT_DIR, vocab_size: int = 600) -> Path:
+    """Train the tokenizer and save it in the Hugging Face format to ``out_dir``."""
+    return train_byte_level_bpe(corpus(), out_dir, vocab_size)
 
 
 if __name__ == "__main__":
