@@ -1,6 +1,7 @@
 """Resolve tokenizers: ``bundled:<name>`` (shipped in ``encoders/text/assets``), a local directory, or a hub id.
 
-Bundled: ``tiny-bpe`` (600 tokens, trained here for tests and the demo) and ``bert-base-uncased`` (Google's
+Bundled: ``tiny-bpe`` (600 tokens, trained here for tests and the scene models), ``smiles-bpe`` (1,000 tokens
+over USPTO-50K training SMILES, for the reaction models) and ``bert-base-uncased`` (Google's
 WordPiece ``vocab.txt``, sha256 ``07eced37...``, the vocabulary of BERT-uncased and its distillations such as
 all-MiniLM-L6-v2), so text towers built on that vocabulary load without the Hub.
 """
