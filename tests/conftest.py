@@ -1,10 +1,19 @@
-"""Shared fixtures: the path to ``../shared`` (skipping with a reason when absent) and seeded torch."""
+"""Shared fixtures: the path to ``../shared`` (skipping with a reason when absent), seeded torch, and the
+Hypothesis profile (``HYPOTHESIS_PROFILE=ci`` in CI)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI (`.ci/run`) replays the same derived examples on every run, so whether a submission lands never rests on
+# the luck of the draw; local runs draw new examples each time and so keep finding new cases. A case found
+# locally is added to its test with `@example`, which CI then runs too.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"

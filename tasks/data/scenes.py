@@ -3,8 +3,9 @@
 The project's own image-language data, so an image-language model can be trained and evaluated end to end
 without downloading anything. Every scene is a pure function of ``(seed, index)``: the same call writes the
 same images and manifests on every machine. Within a scene all colours differ and all shapes differ, and
-each shape sits in its own grid cell (so shapes never overlap), which makes every question and referring
-expression unambiguous by construction. Boxes are the bounding boxes of the pixels actually drawn.
+each shape sits in its own grid cell (so shapes never overlap; a shape's last column or row may be the pixel
+that straddles its cell's right or bottom edge), which makes every question and referring expression
+unambiguous by construction. Boxes are the bounding boxes of the pixels actually drawn.
 
 Written per split folder (paths in the manifests are relative to it, as ``tasks.data.manifest`` resolves):
 
