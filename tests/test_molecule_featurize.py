@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import pickle
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rdkit import Chem
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 
 from encoders.base import InvalidInputError
 from encoders.molecule import (
@@ -19,6 +20,7 @@ from encoders.molecule import (
     InvalidMoleculeError,
     featurize_many,
     get_scheme,
+    pretrain_gnns,
     reaction_to_graphs,
     smiles_to_graph,
     split_reaction,
@@ -229,14 +231,14 @@ def test_unsanitized_mol_explains_fix(capfd: pytest.CaptureFixture) -> None:
 
 
 class CountingScheme(PretrainGNNsScheme):
-    """The pretrain-gnns scheme, counting how many molecules it featurizes."""
+    """The pretrain-gnns scheme, counting the SMILES it is asked to featurize."""
 
     def __init__(self) -> None:
         self.calls = 0
 
-    def arrays(self, mol, smiles=None):  # type: ignore[no-untyped-def]
-        self.calls += 1
-        return super().arrays(mol, smiles)
+    def chunk_arrays(self, smiles):  # type: ignore[no-untyped-def]
+        self.calls += len(smiles)
+        return super().chunk_arrays(smiles)
 
 
 def test_featurize_many_keeps_order_and_collects_errors() -> None:
@@ -255,7 +257,7 @@ def test_featurize_many_keeps_order_and_collects_errors() -> None:
 def test_featurize_many_featurizes_each_distinct_smiles_once() -> None:
     scheme = CountingScheme()
     result = featurize_many(["CCO", "C", "CCO", "CCO", "C1CC", "C1CC"], scheme=scheme)
-    assert scheme.calls == 2 and result.num_unique == 3
+    assert scheme.calls == 3 and result.num_unique == 3
     assert len(result.errors) == 2  # every failed item is reported, repeats included
     first, repeat = result[0], result[2]
     assert first is not repeat
@@ -284,6 +286,104 @@ def test_featurize_many_rejects_bad_arguments() -> None:
     with pytest.raises(TypeError, match="list of SMILES"):
         featurize_many("CCO")
     assert featurize_many([]).summary().startswith("featurized 0 of 0")
+
+
+# --- featurize_many's chunk path against the one-molecule path --------------------------------------
+
+# Cases the chunk path treats specially: bracket atoms and charges, dummy atoms, several fragments, '@'
+# chirality, '/' '\\' bond directions, dative and zero-order bonds (their matrices miss bonds), text it does
+# not read (a name after a space, CXSMILES), molecules past the dense-matrix limit, and failures.
+CHUNK_EDGE_CASES = [
+    *TRICKY_SMILES,
+    "C[N+](C)(C)C.[O-]C(=O)C.[Na+]",
+    "*c1ccccc1.*C(=O)O.[*:2]N",
+    "F/C=C/[C@@H](Cl)C/C=C\\Br",
+    "[NH3]->[Cu]/C=C/F",
+    "F/C=C\\[C@@H](N)[Cu]<-N",
+    "C~C.c1ccccc1/C=C/C",
+    "[13CH3][C@@H](N)C(=O)O.Cl.Br",
+    "ClC(Br)=C(Cl)Br",
+    "C[C@H](F)Cl |&1:1|",
+    "C" * 2100,
+    "F/C=C/" + "C" * 2100 + "/C=C\\F",
+    "C1CC",
+    "",
+    "c1cccc1",
+]
+
+
+def assert_identical(graph: Data, expected: Data) -> None:
+    """Same tensors (values, dtype, shape, contiguity), SMILES, node count and attribute order."""
+    for key in ("x", "edge_index", "edge_attr"):
+        ours, theirs = graph[key], expected[key]
+        assert torch.equal(ours, theirs) and ours.dtype == theirs.dtype == torch.long, key
+        assert ours.is_contiguous() and (ours.stride() == theirs.stride() or not ours.numel()), key
+    assert graph.smiles == expected.smiles and graph.num_nodes == expected.num_nodes
+    assert type(graph.num_nodes) is int and list(graph.keys()) == list(expected.keys())
+
+
+def check_against_one_by_one(inputs: list[str], scheme: str = "pretrain-gnns") -> None:
+    """featurize_many (workers=1 and 2) gives exactly what smiles_to_graph gives, item by item."""
+    result = featurize_many(inputs, scheme=scheme)
+    expected_errors = []
+    for index, (text, graph) in enumerate(zip(inputs, result, strict=True)):
+        try:
+            expected = smiles_to_graph(text, scheme=scheme)
+        except InvalidMoleculeError as exc:
+            expected_errors.append((index, str(exc)))
+            assert graph is None
+            continue
+        assert graph is not None, text
+        assert_identical(graph, expected)
+    assert [(e.index, e.message) for e in result.errors] == expected_errors
+    parallel = featurize_many(inputs, scheme=scheme, workers=2)
+    assert parallel.errors == result.errors
+    for graph, other in zip(result, parallel, strict=True):
+        assert (graph is None) == (other is None)
+        if graph is not None:
+            assert_identical(other, graph)
+
+
+@pytest.mark.parametrize("batch", [pretrain_gnns._ADJACENCY_BATCH, 2_000])
+def test_chunk_path_matches_smiles_to_graph(
+    shared_dir: Path, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    """A few hundred USPTO-50K products and reactants with the edge cases mixed in; with a small adjacency
+    batch the edge cases also land next to (and across) flushes of the queued matrices."""
+    monkeypatch.setattr(pretrain_gnns, "_ADJACENCY_BATCH", batch)
+    uspto = shared_dir / "data" / "uspto50k"
+    products = ["".join(line.split()[1:]) for line in (uspto / "src-test.txt").read_text().splitlines()[:200]]
+    reactants = ["".join(line.split()) for line in (uspto / "tgt-test.txt").read_text().splitlines()[:200]]
+    molecules = list(dict.fromkeys(products + reactants))
+    inputs = [
+        text
+        for i, text in enumerate(molecules)
+        for text in (text, CHUNK_EDGE_CASES[i % len(CHUNK_EDGE_CASES)])
+    ]
+    check_against_one_by_one(inputs)
+    for text in molecules[::10]:  # and the text-reading paths agree with visiting the RDKit Mol
+        assert_same_graph(smiles_to_graph(text), smiles_to_graph(Chem.MolFromSmiles(text)))
+
+
+def test_chunk_path_edge_cases_without_shared_data() -> None:
+    check_against_one_by_one(CHUNK_EDGE_CASES * 2)
+    check_against_one_by_one(CHUNK_EDGE_CASES, scheme="ogb")
+
+
+def test_featurize_many_graphs_behave_like_data_built_the_usual_way() -> None:
+    """featurize_many fills Data's dicts directly (see _new_data); the result must be a plain Data."""
+    graph, expected = featurize_many(["C[C@H](O)c1ccccc1"])[0], smiles_to_graph("C[C@H](O)c1ccccc1")
+    assert type(graph) is Data and graph.__dict__.keys() == expected.__dict__.keys()
+    assert {k: v for k, v in graph.__dict__.items() if k != "_store"} == {
+        k: v for k, v in expected.__dict__.items() if k != "_store"
+    }
+    assert graph._store.__dict__.keys() == expected._store.__dict__.keys() and graph._store._parent() is graph
+    assert graph.x.untyped_storage().nbytes() == graph.x.numel() * 8  # its own memory, not a chunk's
+    for copy in (graph.clone(), graph.to("cpu"), pickle.loads(pickle.dumps(graph))):
+        assert_identical(copy, expected)
+    batch = Batch.from_data_list([graph, expected])
+    assert batch.num_graphs == 2 and torch.equal(batch.x[: graph.num_nodes], batch.x[graph.num_nodes :])
+    assert batch.smiles == [graph.smiles] * 2 and graph.validate()
 
 
 # --- reactions -------------------------------------------------------------------------------------
