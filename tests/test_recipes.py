@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 import zoo
@@ -12,7 +14,7 @@ from tasks.data.manifest import read_rows
 from zoo.cards import WeightSource, card
 from zoo.io import ModelNotFoundError
 from zoo.loading import fetch_weights
-from zoo.recipes import Recipe, export_weights
+from zoo.recipes import Recipe, export_weights, init_from
 from zoo.spec import SpecError
 
 
@@ -40,6 +42,24 @@ def test_export_writes_only_the_named_prefixes_with_their_sha256(tmp_path):
     assert not list(tmp_path.glob("*.partial"))
     with pytest.raises(SpecError, match="match no weight"):
         export_weights(model, ["nothing_here"], tmp_path / "x.safetensors")
+
+
+def test_init_takes_one_part_of_a_named_model():
+    """`init: {encoders.image: scene-clip-tiny:towers.image}` starts a VLM's encoder from a trained CLIP tower."""
+    spec = copy.deepcopy(card("scene-vlm-tiny").spec)
+    spec["encoders"]["image"]["config"]["model_kwargs"]["embed_dim"] = 64  # scene-clip-tiny's tower width
+    model = zoo.build(spec)
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("encoders.image.")}
+    init_from(model, "encoders.image", "scene-clip-tiny:towers.image")
+    tower = zoo.load("scene-clip-tiny").get_submodule("towers.image").state_dict()
+    loaded = model.get_submodule("encoders.image").state_dict()
+    assert tower.keys() == loaded.keys() and all(torch.equal(loaded[k], tower[k]) for k in tower)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # nothing else changed
+    with pytest.raises(SpecError, match=r"no sub-module 'towers.audio'; it has: .*towers.image"):
+        init_from(model, "encoders.image", "scene-clip-tiny:towers.audio")
+    with pytest.raises(SpecError, match="the model has no sub-module 'encoders.audio'"):
+        init_from(model, "encoders.audio", "scene-clip-tiny:towers.image")
 
 
 def test_a_missing_bundled_file_says_how_to_rebuild_it():

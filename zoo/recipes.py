@@ -49,13 +49,24 @@ class Recipe:
 
 
 def init_from(model: Any, path: str, name: str, weights_dir: str | Path | None = None) -> None:
-    """Load the named model's weights (its encoder, for an encoder card) into ``model``'s sub-module ``path``,
-    strictly, through the same checked path as ``zoo.load``."""
+    """Load a named model's weights into ``model``'s sub-module ``path``, strictly, through the same checked
+    path as ``zoo.load``. ``name`` is a card (its encoder, for an encoder card) or ``card:sub.module`` for one
+    part of it, e.g. ``scene-clip-tiny:towers.image`` (a trained CLIP image tower starting a VLM's encoder)."""
     from zoo.loading import load
 
-    source = load(name, weights_dir=weights_dir)
-    source = getattr(source, "encoder", source)
-    model.get_submodule(path).load_state_dict(source.state_dict(), strict=True)
+    card_name, _, part = name.partition(":")
+    source = load(card_name, weights_dir=weights_dir)
+    source = _submodule(source, part, name) if part else getattr(source, "encoder", source)
+    _submodule(model, path, "the model").load_state_dict(source.state_dict(), strict=True)
+
+
+def _submodule(module: Any, path: str, owner: str) -> Any:
+    """``module.get_submodule(path)``, with an error naming what ``path`` could have been."""
+    try:
+        return module.get_submodule(path)
+    except AttributeError:
+        parts = sorted(name for name, _ in module.named_modules() if name and name.count(".") < 2)
+        raise SpecError(f"{owner} has no sub-module {path!r}; it has: {', '.join(parts)}") from None
 
 
 def export_weights(model: Any, prefixes: list[str], target: Path) -> str:
