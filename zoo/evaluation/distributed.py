@@ -20,9 +20,14 @@ def _state() -> Any:
     processes, else None."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import torch
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    state = PartialState()
+    # PartialState joins a gloo group on CPU only when told it runs on the CPU (Accelerator reads this flag
+    # itself; PartialState does not), so a `zoo eval` launched on CPU would otherwise run every row twice.
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
     return state if state.num_processes > 1 else None
 
 
