@@ -47,6 +47,11 @@ DEMO_EVALS: tuple[DemoEval, ...] = (
         ("top1_exact_match_stereo_agnostic", "top10_exact_match_stereo_agnostic", "top1_validity"),
     ),
     DemoEval(
+        "rxn-forward-uspto50k", "forward-uspto50k", "uspto50k/src-test.txt",
+        "forward prediction (reactants -> product), the same 50 reactions, beam 10",
+        ("top1_exact_match_stereo_agnostic", "top10_exact_match_stereo_agnostic", "top1_validity"),
+    ),
+    DemoEval(
         "scene-clip-tiny", "retrieval", "scenes/captions.jsonl",
         f"image <-> caption retrieval, {SCENES_N} generated scenes (seed {SCENES_SEED})",
         ("image_to_text/recall@1", "image_to_text/recall@5", "text_to_image/recall@1", "text_to_image/recall@5"),
