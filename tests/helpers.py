@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY_VIT = {
     "model_name": "vit_tiny_patch16_224",
@@ -48,3 +56,16 @@ def image_molecule_lm_spec() -> dict:
         "encoders": {**spec["encoders"], "molecule_graph": gnn},
         "projectors": {**spec["projectors"], "molecule_graph": {"type": "linear", "config": {}}},
     }
+
+
+def launch_two_cpu_processes(*args: str, timeout: int = 400) -> subprocess.CompletedProcess[str]:
+    """``accelerate launch`` of ``args`` as 2 gloo processes on the CPU, from the repository root, on a free
+    port (``--cpu`` alone would start one process; see docs/distributed.md)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(port)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run(launch + list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from typer.testing import CliRunner
 
 import zoo
 from tasks.config import load_task
-from tests.helpers import dual_encoder_spec
+from tests.helpers import dual_encoder_spec, launch_two_cpu_processes
 from zoo.cli import app
 from zoo.training import TrainingError, finetune, load_adapter, merge_lora
 from zoo.training.data import LMCollator, batch_plan, build_examples
@@ -238,20 +237,10 @@ def test_resume_after_sigkill_gives_the_same_weights(scenes, reference, tmp_path
     assert _steps(out) == [{**r, "samples_per_s": s["samples_per_s"]} for r, s in zip(_steps(reference), _steps(out), strict=True)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_follow_the_one_process_loss_curve(scenes, reference, tmp_path):
     out = tmp_path / "two"
-    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(_free_port()), "-m", "zoo.cli"]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}  # gloo on CPU
-    done = subprocess.run(launch + _cli_args(scenes, out), cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    done = launch_two_cpu_processes("-m", "zoo.cli", *_cli_args(scenes, out))
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = _steps(reference), _steps(out)
     assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], abs=1e-5)

@@ -72,11 +72,13 @@ def eval_cmd(
     overrides: list[str] = typer.Option([], "--set", help="override a task key, e.g. --set generation.max_new_tokens=8"),
 ) -> None:
     """Evaluate a model on a task; failed rows count as wrong and are listed."""
-    from zoo.evaluation.distributed import is_main_process
+    from zoo.evaluation.distributed import is_main_process, leave_process_group
     from zoo.evaluation.evaluate import evaluate
 
     results = evaluate(name, task, data, batch_size=batch_size, limit=limit, output_dir=output_dir, **_parse_overrides(overrides))
-    if not is_main_process():  # under accelerate launch every process holds the results; one prints them
+    main_process = is_main_process()
+    leave_process_group()
+    if not main_process:  # under accelerate launch every process holds the results; one prints them
         return
     width = max(len(k) for k in results["metrics"]) if results["metrics"] else 0
     for key, value in results["metrics"].items():

@@ -36,6 +36,16 @@ def is_main_process() -> bool:
     return state is None or state.is_main_process
 
 
+def leave_process_group() -> None:
+    """End a launched process's part in the group it joined for evaluation. Call it last, in a process that
+    only evaluates: one that exits with its gloo group still open can abort ("terminate called without an
+    active exception") and fail the whole launch."""
+    state = _state()
+    if state is not None:
+        state.wait_for_everyone()
+        state.destroy_process_group()
+
+
 def shard_rows(kind: str, rows: Sequence[Any]) -> Sequence[Any]:
     """This process's share of ``rows`` (all of them for a single process or an unsharded kind)."""
     state = _state()
