@@ -91,7 +91,7 @@ def finetune_probe(model, features_input, labels, splits, failed, epochs: int, s
         for start in range(0, len(order), 32):
             rows = order[start : start + 32]
             batch = model.processor(model.modality, [features_input[i] for i in rows]).inputs
-            logits = head(model(**batch).pooled)
+            logits = head(model(**move_to(dict(batch), model.device)).pooled)
             target = y[rows]
             present = ~torch.isnan(target)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[present], target[present])

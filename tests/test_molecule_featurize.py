@@ -25,6 +25,7 @@ from encoders.molecule import (
     smiles_to_graph,
     split_reaction,
 )
+from encoders.molecule.parsing import parse_hydrogen_free
 from encoders.molecule.pretrain_gnns import PretrainGNNsScheme
 
 TRICKY_SMILES = [
@@ -322,8 +323,9 @@ def assert_identical(graph: Data, expected: Data) -> None:
     assert type(graph.num_nodes) is int and list(graph.keys()) == list(expected.keys())
 
 
-def check_against_one_by_one(inputs: list[str], scheme: str = "pretrain-gnns") -> None:
-    """featurize_many (workers=1 and 2) gives exactly what smiles_to_graph gives, item by item."""
+def check_against_one_by_one(inputs: list[str], scheme: str = "pretrain-gnns", workers_too: bool = True) -> None:
+    """featurize_many (workers=1, and 2 unless not ``workers_too``) gives exactly what smiles_to_graph gives,
+    item by item."""
     result = featurize_many(inputs, scheme=scheme)
     expected_errors = []
     for index, (text, graph) in enumerate(zip(inputs, result, strict=True)):
@@ -336,6 +338,8 @@ def check_against_one_by_one(inputs: list[str], scheme: str = "pretrain-gnns") -
         assert graph is not None, text
         assert_identical(graph, expected)
     assert [(e.index, e.message) for e in result.errors] == expected_errors
+    if not workers_too:
+        return
     parallel = featurize_many(inputs, scheme=scheme, workers=2)
     assert parallel.errors == result.errors
     for graph, other in zip(result, parallel, strict=True):
@@ -368,6 +372,44 @@ def test_chunk_path_matches_smiles_to_graph(
 def test_chunk_path_edge_cases_without_shared_data() -> None:
     check_against_one_by_one(CHUNK_EDGE_CASES * 2)
     check_against_one_by_one(CHUNK_EDGE_CASES, scheme="ogb")
+
+
+# Stereo cases for the quick parse: ring and chain stereocentres, E/Z, stereo that RDKit's clean-up removes
+# (identical substituents), allenes, atropisomer-like biaryls, and text it rejects (valence, kekulization).
+QUICK_PARSE_CASES = [
+    text for text in CHUNK_EDGE_CASES if text and "[H" not in text and "[2H" not in text and " " not in text
+] + [
+    "C[C@H](C)Cl",
+    "C[C@@H]1CCCC[C@H]1C",
+    "F/C(Cl)=C(/F)Cl",
+    "CC=C=C[C@H](F)Cl",
+    "C/C=C/C=C\\C",
+    "N[C@@H](Cc1c[nH]c2ccccc12)C(=O)O",
+    "Cc1ccccc1-c1ccccc1C",
+    "C1=CC=CC=C1",
+    "C(C)(C)(C)(C)C",
+    "c1ccc1",
+    "[NH4]",
+]
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_quick_parse_gives_what_rdkit_parser_gives(legacy: bool) -> None:
+    """parse_hydrogen_free against Chem.MolFromSmiles: same validity, canonical SMILES and features; the
+    chunk path uses it only under legacy stereo perception, and with either setting still matches."""
+    was_legacy = Chem.GetUseLegacyStereoPerception()
+    Chem.SetUseLegacyStereoPerception(legacy)
+    try:
+        if legacy:
+            for text in QUICK_PARSE_CASES:
+                reference, quick = Chem.MolFromSmiles(text), parse_hydrogen_free(text)
+                assert (reference is None) == (quick is None), text
+                if reference is not None:
+                    assert Chem.MolToSmiles(quick) == Chem.MolToSmiles(reference), text
+                    assert_same_graph(smiles_to_graph(quick), smiles_to_graph(reference))
+        check_against_one_by_one(QUICK_PARSE_CASES)
+    finally:
+        Chem.SetUseLegacyStereoPerception(was_legacy)
 
 
 def test_featurize_many_graphs_behave_like_data_built_the_usual_way() -> None:
@@ -475,6 +517,13 @@ def test_any_string_gives_a_graph_or_invalid_molecule_error(text: str) -> None:
     assert_well_formed(data)
     assert data.smiles == text
     assert_same_graph(data, smiles_to_graph(Chem.MolFromSmiles(text)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.sampled_from(SMILES_PIECES), min_size=1, max_size=14).map("".join), max_size=8))
+def test_chunk_path_matches_one_by_one_on_drawn_smiles(texts: list[str]) -> None:
+    """Whatever strings are drawn, featurize_many gives item for item what smiles_to_graph gives."""
+    check_against_one_by_one(texts, workers_too=False)
 
 
 # --- every molecule of the shared data sets ---------------------------------------------------------

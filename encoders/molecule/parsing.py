@@ -39,6 +39,28 @@ def parse_smiles_unblocked(smiles: str) -> Chem.Mol:
     return mol
 
 
+def parse_hydrogen_free(smiles: str) -> Chem.Mol | None:
+    """What ``Chem.MolFromSmiles(smiles)`` returns for text without hydrogen atoms, in about 85% of its time.
+
+    The parser ends by removing hydrogen atoms (sanitizing the molecule on the way) and assigning
+    stereochemistry with ``flagPossible=True``, which ranks atoms only to mark every possible stereocentre
+    with a property no feature scheme reads; that marking is the 15%. With no hydrogen atom to remove,
+    sanitizing and assigning stereochemistry without it gives the same atoms, bonds, chiral tags and bond
+    directions (checked on all 164,858 distinct SMILES in ../shared). Returns None when RDKit rejects the
+    text, and callers then ask the parser itself (:func:`parse_smiles_unblocked`) for the verdict and the
+    reason. Only for RDKit's legacy stereo perception (its default), and inside ``rdBase.BlockLogs()``.
+    """
+    mol = Chem.MolFromSmiles(smiles, sanitize=False)
+    if mol is None:
+        return None
+    try:
+        Chem.SanitizeMol(mol)
+    except Chem.MolSanitizeException:
+        return None
+    Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
+    return mol
+
+
 def rdkit_reason(smiles: str) -> str:
     """Why RDKit rejects ``smiles``: its own log lines when they can be captured, else the failing stage."""
     capture = getattr(rdBase, "CaptureErrorLog", None)  # absent from older RDKit releases

@@ -28,7 +28,10 @@ For many SMILES (:meth:`PretrainGNNsScheme.chunk_arrays`, used by ``featurize_ma
 per chunk: all text is read before any parsing (SMILES without brackets by one ``str.translate``), while
 parsing each molecule costs only its adjacency matrix, its bond count and the ``@`` / ``/`` visits, and the
 numpy work on the matrices runs once for about a thousand molecules. Code run between two parses is slowed
-by the parser's cache footprint (and slows it), so as little as possible runs there.
+by the parser's cache footprint (and slows it), so as little as possible runs there. Text without hydrogen
+atoms is parsed by :func:`~encoders.molecule.parsing.parse_hydrogen_free`, which gives the parser's
+molecule without its flagging of possible stereocentres (15% of the parse); everything else, and any text
+that parse rejects, goes through ``Chem.MolFromSmiles`` itself.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from typing import NamedTuple
 import numpy as np
 from rdkit import Chem, rdBase
 
-from encoders.molecule.parsing import InvalidMoleculeError, parse_smiles_unblocked
+from encoders.molecule.parsing import InvalidMoleculeError, parse_hydrogen_free, parse_smiles_unblocked
 from encoders.molecule.scheme_base import ChunkArrays, FeatureScheme, GraphArrays, edges_from_bonds
 
 DUMMY_ATOM_TYPE = 118
@@ -85,6 +88,9 @@ def atom_type_index(atomic_num: int) -> int:
     return atomic_num - 1 if 1 <= atomic_num <= 118 else DUMMY_ATOM_TYPE
 
 
+_HYDROGEN = atom_type_index(1)
+
+
 # str.translate table for SMILES without brackets (Cl and Br written as L and R): atom character -> its atom
 # type as a character, every other ASCII character (bonds, rings, branches) -> deleted.
 _ORGANIC_TYPES = {code: None for code in range(128)} | {
@@ -121,10 +127,12 @@ class PretrainGNNsScheme(FeatureScheme):
         texts = [_read_text(text) for text in smiles]
         builder = _ChunkBuilder()
         errors: dict[int, str] = {}
+        legacy_stereo = Chem.GetUseLegacyStereoPerception()  # what parse_hydrogen_free repeats
         with rdBase.BlockLogs():
             for position, (text, read) in enumerate(zip(smiles, texts, strict=True)):
+                quick = legacy_stereo and read is not None and read.hydrogen_free
                 try:
-                    mol = Chem.MolFromSmiles(text)
+                    mol = parse_hydrogen_free(text) if quick else Chem.MolFromSmiles(text)
                 except Exception:  # text RDKit cannot even receive; parse_smiles_unblocked below says so
                     mol = None
                 if mol is None or not builder.add(mol, text, read):
@@ -216,6 +224,11 @@ class _TextAtoms(NamedTuple):
     num_atoms: int  # atom tokens in the text
     types: Sequence[int] | None  # their atom types; None when RDKit does not know some token
     chiral: Sequence[int]  # indices of the atom tokens with '@'
+
+    @property
+    def hydrogen_free(self) -> bool:
+        """Every atom token is known and none is hydrogen: what :func:`parse_hydrogen_free` asks for."""
+        return self.types is not None and _HYDROGEN not in self.types
 
 
 def _read_text(smiles: str) -> _TextAtoms | None:
