@@ -9,7 +9,7 @@ hits all of them alike, and the best time counts. Every timed run happens in a f
 has only loaded the data and run each method once on 200 molecules (imports, caches), so no run inherits
 another's heap or owes a garbage collection for another's objects.
 
-    .venv/bin/python benchmarks/featurize.py [--repeats 5]
+    .venv/bin/python benchmarks/featurize.py [--repeats 5] [--limit N]
 """
 
 from __future__ import annotations
@@ -82,12 +82,13 @@ def main() -> None:
     """Time every method on the products and print molecules/s and ratios side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="runs per method; the best one counts")
+    parser.add_argument("--limit", type=int, default=None, help="time only the first N products (a smoke run)")
     args = parser.parse_args()
     if not PRODUCTS.is_file():
         print(f"skipped: {PRODUCTS} not found (../shared exists only on project machines)")
         sys.exit(0)
     RDLogger.DisableLog("rdApp.*")  # from_smiles and bare parsing would otherwise log to stderr
-    smiles = load_products(PRODUCTS)
+    smiles = load_products(PRODUCTS)[: args.limit]
     unique = list(dict.fromkeys(smiles))
     print(
         f"{len(smiles)} USPTO-50K test products, {len(unique)} distinct ({len(smiles) - len(unique)} duplicates)"
