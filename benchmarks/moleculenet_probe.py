@@ -146,9 +146,9 @@ def main() -> None:
                         finetune_probe(random_model, items, labels, splits, failed, args.finetune_epochs, seed))
             summary = "  ".join(f"{k} {np.mean(v):.3f}±{np.std(v):.3f}" for k, v in row.items())
             print(f"  {name}: {summary}  [{time.time() - started:.0f} s]", flush=True)
+            if args.json:  # after every model and dataset, so a run cut short keeps what it measured
+                args.json.write_text(json.dumps(results, indent=2))
     print_table(results, args.datasets)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
 
 
 def print_table(results: dict, datasets: list[str]) -> None:
