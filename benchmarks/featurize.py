@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
-from rdkit import Chem, RDLogger, rdBase
+from rdkit import Chem, RDLogger
 from torch_geometric.utils import from_smiles
 
 from encoders.molecule import featurize_many, smiles_to_graph
@@ -51,9 +51,8 @@ def parse_only(smiles: list[str]) -> None:
 
 def parse_hydrogen_free_only(smiles: list[str]) -> None:
     """The parse featurize_many uses for text without hydrogen atoms (all but a few products), Mol dropped."""
-    with rdBase.BlockLogs():
-        for text in smiles:
-            parse_hydrogen_free(text)
+    for text in smiles:
+        parse_hydrogen_free(text)
 
 
 def time_in_fork(run: Callable[[list[str]], object], inputs: list[str]) -> tuple[float, float]:

@@ -324,8 +324,8 @@ def assert_identical(graph: Data, expected: Data) -> None:
 
 
 def check_against_one_by_one(inputs: list[str], scheme: str = "pretrain-gnns", workers_too: bool = True) -> None:
-    """featurize_many (workers=1, and 2 unless not ``workers_too``) gives exactly what smiles_to_graph gives,
-    item by item."""
+    """featurize_many gives exactly what smiles_to_graph gives, item by item; with ``workers_too``, so does
+    workers=2."""
     result = featurize_many(inputs, scheme=scheme)
     expected_errors = []
     for index, (text, graph) in enumerate(zip(inputs, result, strict=True)):
