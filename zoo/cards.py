@@ -10,38 +10,11 @@ from typing import Any
 
 from zoo.registry import UnknownComponentError, suggest
 from zoo.spec import SpecError, _check_keys
+from zoo.weights.sources import WeightSource, weight_source
+
+__all__ = ["ModelCard", "WeightSource", "card", "list_models", "parse_card", "render_card"]
 
 CARD_KEYS = ["name", "description", "license", "tasks", "spec", "weights", "eval_results", "source", "tags", "recipe"]
-WEIGHT_KEYS = ["file", "url", "hf_repo", "hf_filename", "revision", "package", "bundled", "sha256", "format", "key_map", "prefix"]
-
-
-@dataclass(frozen=True)
-class WeightSource:
-    """One weight file: where it comes from and the sha256 it must have.
-
-    ``format`` is ``safetensors`` (read directly) or ``torch-pickle`` (only through an explicit conversion
-    with ``torch.load(weights_only=True)`` and the ``key_map``). ``key_map`` is a ``"module:function"`` naming
-    every key of the file (``{its key: ours, or None to drop it}``); a safetensors file from another library's
-    layout (e.g. one shard of a transformers checkpoint) is renamed through it on load. ``prefix`` is
-    prepended to the (renamed) keys (a file that holds one component's weights). Sources: ``hf_repo`` (+
-    ``hf_filename``, ``revision``), ``package`` (an installed distribution that ships the file; ``file`` is
-    then its path inside it), ``bundled`` (the file ships in this package's ``model_cards/`` folder: weights we
-trained and committed) and ``url``. When several are given (the Hub as primary source, a package as the
-    offline copy) local copies are tried first (the Hugging Face cache, the package), then the network; every
-    copy must have the ``sha256``.
-    """
-
-    file: str
-    sha256: str
-    format: str = "safetensors"
-    url: str | None = None
-    hf_repo: str | None = None
-    hf_filename: str | None = None
-    revision: str | None = None
-    package: str | None = None
-    bundled: bool = False
-    key_map: str | None = None
-    prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,10 +52,7 @@ def parse_card(text: str, where: str) -> ModelCard:
     """Parse card text; unknown front-matter keys are errors naming the allowed ones."""
     meta, body = split_front_matter(text, where)
     _check_keys(meta, CARD_KEYS, f"{where} front matter", ["name", "description", "license", "spec"])
-    weights = []
-    for i, w in enumerate(meta.get("weights") or []):
-        _check_keys(w, WEIGHT_KEYS, f"{where} weights[{i}]", ["file", "sha256"])
-        weights.append(WeightSource(**w))
+    weights = [weight_source(w, f"{where} weights[{i}]") for i, w in enumerate(meta.get("weights") or [])]
     return ModelCard(
         name=meta["name"],
         description=meta["description"],

@@ -1,5 +1,6 @@
-"""Saving and loading: atomic ``save_pretrained``, strict safetensors loading with sha256 checks, explicit
-pickle conversion, and the name grammar (card name, local directory, ``hf-hub:org/repo[@revision]``)."""
+"""State dicts on disk: strict loading into a model (keys, shapes, dtypes, finite values), safetensors reading,
+atomic writes, and ``save_pretrained``. Where weights come from is ``zoo.weights``; which model to build is
+``zoo.loading``."""
 
 from __future__ import annotations
 
@@ -8,23 +9,18 @@ import json
 import os
 import shutil
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from zoo.errors import ModelNotFoundError, WeightsError
+
+__all__ = ["ModelNotFoundError", "WeightsError"]  # re-exported: the errors of everything that reads weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 FORMAT_VERSION = 1
-
-
-class WeightsError(ValueError):
-    """Weights that do not fit the model exactly, or whose checksum is wrong."""
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """A model name, directory or hub file that cannot be found; the message says how to get it."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -33,16 +29,6 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def verify_sha256(path: str | Path, expected: str) -> None:
-    """Raise :class:`WeightsError` if ``path``'s sha256 is not ``expected``."""
-    actual = sha256_file(path)
-    if actual != expected.lower():
-        raise WeightsError(
-            f"sha256 of {path} is {actual}, but its card says {expected}; the file is corrupt or not the "
-            "one the card describes — delete it and fetch it again"
-        )
 
 
 def check_keys(expected: Iterable[str], found: Iterable[str], what: str) -> None:
@@ -60,8 +46,16 @@ def check_keys(expected: Iterable[str], found: Iterable[str], what: str) -> None
         raise WeightsError(f"{what} does not fit the model: " + "; ".join(parts))
 
 
-def load_state_strict(model: Any, state: Mapping[str, Any], what: str) -> None:
-    """Load ``state`` into ``model``, accepting only an exact key match (tied weights may appear once)."""
+def load_state_strict(
+    model: Any, state: Mapping[str, Any], what: str, cast_from: Iterable[Any] = (), allow_cast: bool = False
+) -> None:
+    """Load ``state`` into ``model``, accepting only an exact key match (tied weights may appear once), the
+    model's shapes, its dtypes, and finite values.
+
+    A floating-point tensor may be cast to the model's floating dtype only when its dtype is in ``cast_from``
+    (the dtype a card or ``config.json`` declares its file holds) or the caller passed ``allow_cast``; integer
+    and bool tensors are never cast. Every mismatch is listed in one error.
+    """
     own = model.state_dict()
     tied_aliases = _tied_aliases(model)
     expected = set(own) - {alias for alias in tied_aliases if tied_aliases[alias] in state}
@@ -69,7 +63,30 @@ def load_state_strict(model: Any, state: Mapping[str, Any], what: str) -> None:
     for key, value in state.items():
         if tuple(own[key].shape) != tuple(value.shape):
             raise WeightsError(f"{what}: {key} has shape {tuple(value.shape)}, the model needs {tuple(own[key].shape)}")
+    castable = set(cast_from)
+    wrong_dtype = [
+        f"{key} ({str(value.dtype).removeprefix('torch.')}, the model needs {str(own[key].dtype).removeprefix('torch.')})"
+        for key, value in sorted(state.items())
+        if value.dtype != own[key].dtype
+        and not (value.is_floating_point() and own[key].is_floating_point() and (allow_cast or value.dtype in castable))
+    ]
+    if wrong_dtype:
+        raise WeightsError(
+            f"{what}: {len(wrong_dtype)} tensor(s) have another dtype than the model's: {_listed(wrong_dtype)}. "
+            "Weights are not cast silently; if the cast is intended, pass allow_dtype_cast=True to zoo.load"
+        )
+    non_finite = [
+        f"{key} ({int((~value.isfinite()).sum())} of {value.numel()})"
+        for key, value in sorted(state.items())
+        if value.is_floating_point() and not bool(value.isfinite().all())
+    ]
+    if non_finite:
+        raise WeightsError(f"{what}: {len(non_finite)} tensor(s) hold NaN or infinite values: {_listed(non_finite)}")
     model.load_state_dict(state, strict=False)
+
+
+def _listed(items: list[str], most: int = 20) -> str:
+    return ", ".join(items[:most]) + (f" ... (+{len(items) - most} more)" if len(items) > most else "")
 
 
 def _tied_aliases(model: Any) -> dict[str, str]:
@@ -86,9 +103,17 @@ def _tied_aliases(model: Any) -> dict[str, str]:
 
 
 def load_safetensors(path: str | Path, prefix: str = "") -> dict[str, Any]:
+    """The tensors of a safetensors file; a truncated or malformed file is a :class:`WeightsError` naming it."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return {prefix + k: v for k, v in load_file(str(path)).items()}
+    try:
+        return {prefix + k: v for k, v in load_file(str(path)).items()}
+    except SafetensorError as err:
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({err}); it is truncated or corrupt — delete it and fetch "
+            "or save it again"
+        ) from err
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -98,46 +123,24 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; a written file gets the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def rename_state(
-    state: Mapping[str, Any], key_map: Callable[[dict[str, Any]], Mapping[str, str | None]], what: str
-) -> dict[str, Any]:
-    """Rename a checkpoint's keys through an explicit map, the one contract every key map follows.
-
-    ``key_map(state)`` returns ``{checkpoint key: our key, or None to drop it on purpose}`` and must name every
-    key of the checkpoint, no more and no less; two checkpoint keys may not land on the same key of ours.
-    """
-    renames = key_map(dict(state))
-    check_keys(state.keys(), renames.keys(), f"the key map for {what}")
-    clashes = sorted(new for new, n in Counter(renames.values()).items() if new is not None and n > 1)
-    if clashes:
-        raise WeightsError(f"the key map for {what} sends several checkpoint keys to {', '.join(clashes[:10])}")
-    return {new: state[old] for old, new in renames.items() if new is not None}
+def default_file_mode(directory: bool = False) -> int:
+    """The permissions a new file (or folder) gets under the process umask; temporary files are made 0600,
+    so what we rename into place is given these."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
 
 
-def convert_pickle_checkpoint(
-    source: str | Path, target: str | Path, key_map: Callable[[dict[str, Any]], Mapping[str, str | None]]
-) -> Path:
-    """Convert a pickled state dict to safetensors through an explicit rename map.
-
-    Uses ``torch.load(weights_only=True)``, so no code in the pickle runs; keys are renamed by
-    :func:`rename_state` (``key_map`` names every key; ``None`` drops one on purpose, e.g. a pretraining head).
-    """
-    import torch
-    from safetensors.torch import save_file
-
-    state = torch.load(str(source), map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise WeightsError(f"{source} holds a {type(state).__name__}, not a state dict")
-    mapped = {key: tensor.contiguous() for key, tensor in rename_state(state, key_map, str(source)).items()}
-    target = Path(target)
-    atomic_write(target, lambda tmp: save_file(mapped, str(tmp)))
-    return target
+def floating_dtypes(model: Any) -> list[str]:
+    """The floating dtypes of ``model``'s state, by name (``config.json`` records them for loading)."""
+    return sorted({str(v.dtype).removeprefix("torch.") for v in model.state_dict().values() if v.is_floating_point()})
 
 
 def save_pretrained(model: Any, directory: str | Path) -> Path:
@@ -161,7 +164,8 @@ def save_pretrained(model: Any, directory: str | Path) -> Path:
             "name": meta.get("name", directory.name),
             "spec": spec_to_dict(model.spec),
             "processor": model.processor.config_dict(),
-            "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(staging / WEIGHTS_FILE)},
+            "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(staging / WEIGHTS_FILE),
+                        "dtypes": floating_dtypes(model)},
             "files": sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()) + [CONFIG_FILE, CARD_FILE],
         }
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -173,11 +177,18 @@ def save_pretrained(model: Any, directory: str | Path) -> Path:
             render_card(config["name"], meta.get("description", "a modalzoo model"), meta.get("license", "unknown"),
                         config["spec"], body, eval_results=meta.get("eval_results"))
         )
+        _give_default_modes(staging)
         _replace_dir(staging, directory)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     return directory
+
+
+def _give_default_modes(root: Path) -> None:
+    """mkdtemp makes 0700 and safetensors writes 0600: give a saved tree the umask's usual permissions."""
+    for path in [root, *root.rglob("*")]:
+        os.chmod(path, default_file_mode(directory=path.is_dir()))
 
 
 def _replace_dir(staging: Path, directory: Path) -> None:
@@ -192,28 +203,7 @@ def _replace_dir(staging: Path, directory: Path) -> None:
     shutil.rmtree(backup)
 
 
-def load_directory(directory: Path, device: Any = None, dtype: Any = None) -> Any:
-    """Load a ``save_pretrained`` directory strictly, checking the weights' sha256 against config.json."""
-    from zoo.assembly import build_model
-    from zoo.spec import spec_from_dict
-
-    config_path = directory / CONFIG_FILE
-    if not config_path.is_file():
-        raise ModelNotFoundError(f"{directory} has no {CONFIG_FILE}; it is not a modalzoo model directory")
-    config = json.loads(config_path.read_text())
-    weights = directory / config["weights"]["file"]
-    if not weights.is_file():
-        raise ModelNotFoundError(f"{directory} has no {weights.name}; the save was incomplete — save it again")
-    verify_sha256(weights, config["weights"]["sha256"])
-    model = build_model(
-        spec_from_dict(config["spec"]), load_pretrained=False, saved_processor=config["processor"], saved_dir=directory
-    )
-    load_state_strict(model, load_safetensors(weights), str(weights))
-    model.card_meta = {"name": config.get("name", directory.name)}
-    return _place(model, device, dtype)
-
-
-def _place(model: Any, device: Any, dtype: Any) -> Any:
+def place_model(model: Any, device: Any, dtype: Any) -> Any:
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model.eval()

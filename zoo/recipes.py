@@ -10,13 +10,13 @@ the card's sha256 must then be updated to the printed one (loading checks it).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo.io import atomic_write, sha256_file
 from zoo.spec import SpecError
+from zoo.weights.paths import confined
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model_cards" / "weights"
 
@@ -45,7 +45,20 @@ class Recipe:
         unknown = sorted(set(raw) - set(allowed))
         if unknown:
             raise SpecError(f"{name} recipe: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
-        return cls(**raw)
+        recipe = cls(**raw)
+        recipe.check(name)
+        return recipe
+
+    def check(self, name: str) -> None:
+        """Refuse what a card may not choose: a task that is not built in (a YAML path), a data path that
+        leaves the data root (checked again against the real root when the recipe runs)."""
+        from tasks.config import builtin_tasks
+
+        if self.task not in builtin_tasks():
+            raise SpecError(f"{name} recipe: task {self.task!r} is not a built-in task ({', '.join(builtin_tasks())})")
+        for what, path in (("data", self.data), ("validation_data", self.validation_data)):
+            if path is not None:
+                confined(".", path, f"{name} recipe {what}")
 
 
 def init_from(model: Any, path: str, name: str, weights_dir: str | Path | None = None) -> None:
@@ -83,11 +96,8 @@ def export_weights(model: Any, prefixes: list[str], target: Path) -> str:
         state[key] = value.detach().cpu().contiguous()
     if not state:
         raise SpecError(f"export prefixes {prefixes} match no weight of the model")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(target.name + ".partial")
-    save_file(state, str(staging), metadata={"format": "pt"})
-    os.replace(staging, target)
-    return hashlib.sha256(target.read_bytes()).hexdigest()
+    atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    return sha256_file(target)
 
 
 def run_recipe(
@@ -109,8 +119,9 @@ def run_recipe(
 
     task = load_task(recipe.task, **recipe.task_overrides)
     root = Path(data_root)
-    validation = root / recipe.validation_data if recipe.validation_data else None
+    data = confined(root, recipe.data, f"{name} recipe data")
+    validation = confined(root, recipe.validation_data, f"{name} recipe validation_data") if recipe.validation_data else None
     settings = {**recipe.settings, **overrides}
-    result = finetune(model, task, root / recipe.data, recipe.stage, output_dir, validation_data=validation, **settings)
+    result = finetune(model, task, data, recipe.stage, output_dir, validation_data=validation, **settings)
     target = WEIGHTS_DIR / f"{name}.safetensors"
     return target, export_weights(result.model, recipe.export, target)

@@ -13,7 +13,7 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
 
-KINDS: tuple[str, ...] = ("encoder", "projector", "backbone", "task", "metric")
+KINDS: tuple[str, ...] = ("encoder", "projector", "backbone", "task", "metric", "key_map")
 PLUGIN_GROUP = "modalzoo.plugins"
 
 BUILTINS: dict[str, dict[str, str]] = {
@@ -46,6 +46,14 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "task": {},
     "metric": {},
+    # checkpoint key maps a card may name in ``weights[].key_map`` (zoo.weights.key_maps)
+    "key_map": {
+        "hf-masked-lm": "encoders.smiles.hf_encoder:hf_masked_lm_key_map",
+        "hf-base-model": "encoders.text.hf_encoder:hf_base_model_key_map",
+        "pretrain-gnns": "encoders.molecule.pretrained:pretrain_gnns_key_map",
+        "molformer": "encoders.smiles.molformer:molformer_key_map",
+        "llava": "zoo.converters.llava:llava_key_map",
+    },
 }
 
 

