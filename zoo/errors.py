@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from tasks.paths import UnsafePathError
+
+__all__ = ["ModelNotFoundError", "UnsafePathError", "WeightsError"]
+
 
 class WeightsError(ValueError):
     """Weights that do not fit the model exactly (keys, shapes, dtypes, non-finite values) or whose checksum
@@ -10,8 +14,3 @@ class WeightsError(ValueError):
 
 class ModelNotFoundError(FileNotFoundError):
     """A model name, directory or hub file that cannot be found; the message says how to get it."""
-
-
-class UnsafePathError(ValueError):
-    """A file name from a card, ``config.json`` or manifest that would leave its root (absolute, ``..``, or a
-    symlink pointing outside); refused before anything is read or written."""

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tasks.paths import check_relative_name, confined
 from zoo.cards import ModelCard, card
 from zoo.errors import ModelNotFoundError, WeightsError
 from zoo.io import CONFIG_FILE, load_safetensors, load_state_strict, place_model
 from zoo.spec import ModelSpec, SpecError, spec_from_dict
 from zoo.weights import source_state
-from zoo.weights.paths import check_relative_name, confined
 from zoo.weights.sources import DECLARABLE_DTYPES, hub_file
 from zoo.weights.verify import check_sha256_field, verify_sha256
 

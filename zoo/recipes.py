@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.paths import confined
 from zoo.io import atomic_write, sha256_file
 from zoo.spec import SpecError
-from zoo.weights.paths import confined
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model_cards" / "weights"
 

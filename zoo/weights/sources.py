@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from tasks.paths import check_relative_name, confined
 from zoo.errors import ModelNotFoundError, WeightsError
 from zoo.io import default_file_mode
 from zoo.spec import SpecError
 from zoo.weights.key_maps import check_key_map_name
-from zoo.weights.paths import check_relative_name, confined
 from zoo.weights.verify import check_sha256_field, verify_sha256
 
 FORMATS = ("safetensors", "torch-pickle")

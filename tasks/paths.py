@@ -1,11 +1,15 @@
-"""Confinement: a file name that comes from untrusted input (a card, ``config.json``, a manifest) names a file
-inside one root folder, or it is refused before anything is read or written."""
+"""Confinement: a file name that comes from untrusted input (a manifest, a model card, ``config.json``) names a
+file inside one root folder, or it is refused before anything is read or written. Pure Python, so the data
+readers here and ``zoo``'s weight loading share it."""
 
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from zoo.errors import UnsafePathError
+
+class UnsafePathError(ValueError):
+    """A file name from a card, ``config.json`` or manifest that would leave its root (absolute, ``..``, or a
+    symlink pointing outside); refused before anything is read or written."""
 
 
 def check_relative_name(name: object, what: str) -> str:
