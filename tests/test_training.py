@@ -26,7 +26,8 @@ from zoo.training.data import LMCollator, batch_plan, build_examples
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220)}
-CHECKPOINT_FILES = {"optimizer.bin", "scheduler.bin", "random_states_0.pkl", "trainable.safetensors", "trainer_state.json"}
+CHECKPOINT_FILES = {"optimizer.bin", "scheduler.bin", "random_states_0.pkl", "trainable.safetensors", "trainer_state.json",
+                    "manifest.json"}
 
 
 @pytest.fixture(scope="module")

@@ -147,17 +147,23 @@ def finetune_cmd(
     batch_size: int = typer.Option(8, "--batch-size", "-b", help="global batch, split across processes"),
     lr: float = typer.Option(1e-4, "--lr"),
     settings: list[str] = typer.Option([], "--set", help="any training setting, e.g. --set grad_accum=4 --set eval_every=50"),
+    allow_rng_reset: bool = typer.Option(
+        False, "--allow-rng-reset", help="resume even if the checkpoint's random states cannot be read (reseeds them)"
+    ),
 ) -> None:
-    """Fine-tune a model on a task; re-running the same command resumes from the latest checkpoint.
+    """Fine-tune a model on a task; re-running the same command resumes from the newest complete checkpoint.
 
     Several processes: `accelerate launch --num_processes N -m zoo.cli finetune ...` (same global batch).
     """
     from zoo.evaluation.distributed import is_main_process
     from zoo.training import TrainingError, finetune
 
+    overrides = _parse_overrides(settings)
+    if allow_rng_reset:
+        overrides["allow_rng_reset"] = True
     try:
         result = finetune(name, task, data, stage, output_dir, validation_data=validation_data, max_steps=max_steps,
-                          batch_size=batch_size, lr=lr, **_parse_overrides(settings))
+                          batch_size=batch_size, lr=lr, **overrides)
     except TrainingError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from err

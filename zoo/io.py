@@ -177,21 +177,18 @@ def save_pretrained(model: Any, directory: str | Path) -> Path:
             render_card(config["name"], meta.get("description", "a modalzoo model"), meta.get("license", "unknown"),
                         config["spec"], body, eval_results=meta.get("eval_results"))
         )
-        _give_default_modes(staging)
-        _replace_dir(staging, directory)
+        publish_directory(staging, directory)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     return directory
 
 
-def _give_default_modes(root: Path) -> None:
-    """mkdtemp makes 0700 and safetensors writes 0600: give a saved tree the umask's usual permissions."""
-    for path in [root, *root.rglob("*")]:
+def publish_directory(staging: Path, directory: Path) -> None:
+    """Rename a finished staging folder into place (replacing an older ``directory``), first giving its files
+    the umask's usual permissions: mkdtemp makes 0700 and safetensors writes 0600."""
+    for path in [staging, *staging.rglob("*")]:
         os.chmod(path, default_file_mode(directory=path.is_dir()))
-
-
-def _replace_dir(staging: Path, directory: Path) -> None:
     if not directory.exists():
         os.replace(staging, directory)
         return

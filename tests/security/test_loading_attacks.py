@@ -404,3 +404,10 @@ def test_a_recipe_cannot_leave_its_data_root_or_name_a_task_file(field, value, m
     with pytest.raises((SpecError, UnsafePathError), match=match):
         Recipe(**{**recipe.__dict__, field: value}).check("hostile")
     recipe.check("hostile")  # the same recipe with its own values passes
+
+
+def test_files_written_atomically_get_the_umask_permissions_not_0600(tmp_path):
+    from zoo.io import atomic_write
+
+    atomic_write(tmp_path / "results.json", lambda tmp: tmp.write_text("{}"))
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == default_file_mode() != 0o600

@@ -15,7 +15,7 @@ STAGES: tuple[str, ...] = ("align", "instruct", "full")
 BATCHING: tuple[str, ...] = ("padded", "length-grouped", "packed")
 MIXED_PRECISION: tuple[str, ...] = ("no", "bf16")
 # Settings that do not change the trained weights: a resumed run may differ in these.
-RESUME_FREE: tuple[str, ...] = ("progress", "resume", "save_every", "keep_checkpoints")
+RESUME_FREE: tuple[str, ...] = ("progress", "resume", "save_every", "keep_checkpoints", "allow_rng_reset")
 
 
 class TrainingError(ValueError):
@@ -38,6 +38,9 @@ class TrainingConfig:
 stage. ``cache_frozen_features`` runs a ``DualEncoder``'s frozen towers once over the data and trains the
 heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=False`` keeps an
     ``instruct`` run's LoRA unmerged (``final/`` is then an adapter for ``zoo.training.load_adapter``).
+    ``keep_checkpoints`` (at least 2, so a damaged latest checkpoint has an earlier one to fall back to) is
+    how many checkpoints stay on disk. ``allow_rng_reset`` lets a resume go on, with a warning and freshly
+    seeded random states, when the checkpoint's saved random states cannot be read; without it that is an error.
     """
 
     stage: str = "instruct"
@@ -70,6 +73,7 @@ heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=Fa
     resume: bool = True
     save_every: int = 500
     keep_checkpoints: int = 2
+    allow_rng_reset: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -77,9 +81,12 @@ heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=Fa
         _choice("batching", self.batching, BATCHING)
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _choice("early_stopping_mode", self.early_stopping_mode, ("max", "min"))
-        for name in ("epochs", "batch_size", "grad_accum", "lora_r", "save_every", "keep_checkpoints"):
+        for name in ("epochs", "batch_size", "grad_accum", "lora_r", "save_every"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.keep_checkpoints < 2:
+            raise TrainingError(f"keep_checkpoints must be at least 2 (the one before the latest is the fallback if the "
+                                f"latest is damaged), got {self.keep_checkpoints}")
         for name in ("max_steps", "eval_every", "eval_limit", "early_stopping_patience"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -25,7 +25,9 @@ def finetune(
     :class:`~zoo.training.config.TrainingConfig` fields (``epochs``, ``max_steps``, ``batch_size``, ``lr``,
     ``lr_groups``, ``batching``, ``eval_every``, ...); they and ``stage`` override ``config``. An unknown
     setting is an error naming the allowed ones. The model is trained in place. An existing run in
-    ``output_dir`` is resumed from its latest checkpoint. Returns a
+    ``output_dir`` is resumed from its newest complete checkpoint (a damaged newer one is passed over with a
+    warning; if none is complete, an error). Saved random states that cannot be read are an error unless
+    ``allow_rng_reset=True``. Returns a
     :class:`~zoo.training.trainer.FinetuneResult` (the model and a summary); ``output_dir`` gets
     ``final/``, ``checkpoints/``, ``metrics.jsonl``, ``failed_rows.json``, ``training_curve.png`` and
     ``summary.json``.

@@ -6,9 +6,10 @@ accelerate splits each global batch across processes (``split_batches``), so 1 a
 same examples per step, and the loss is normalised by the step's answer tokens over all processes and
 micro-batches (known in advance from the plan), so its value and gradient do not depend on the split.
 
-Resuming loads the latest checkpoint (weights, optimizer, scheduler, RNG states) and skips the micro-batches
-it had consumed; the plan is a pure function of the seed, so the resumed run takes the same batches in the
-same order and ends with the same weights, bit for bit, as a run that was never interrupted.
+Resuming loads the newest complete checkpoint (weights, optimizer, scheduler, RNG states; one that does not
+match its manifest is passed over with a warning) and skips the micro-batches it had consumed; the plan is a
+pure function of the seed, so the resumed run takes the same batches in the same order and ends with the same
+weights, bit for bit, as a run that was never interrupted.
 """
 
 from __future__ import annotations
@@ -279,17 +280,19 @@ class Trainer:
         }
 
     def _resume(self, checkpoints: Checkpoints) -> tuple[Position, int | None]:
-        found = checkpoints.list()
-        if not found:
-            return Position(), None
-        if not self.config.resume:
+        """Start fresh only when there is no checkpoint at all; else continue from the newest complete one."""
+        if checkpoints.list() and not self.config.resume:
             raise TrainingError(
                 f"{checkpoints.root} holds checkpoints of an earlier run; resume=True continues it, or use a new output_dir"
             )
-        saved = checkpoints.state(found[-1])
-        _check_resume(saved, self.identity, self.config, found[-1])
-        checkpoints.load(found[-1])
+        latest = checkpoints.latest_complete()
+        if latest is None:
+            return Position(), None
+        saved = checkpoints.state(latest)
+        _check_resume(saved, self.identity, self.config, latest)
         position = Position(**saved["position"])
+        # a reset reseeds from seed + step, so the resumed steps do not replay the first steps' random draws
+        checkpoints.load(latest, self.config.allow_rng_reset, self.config.seed + position.step)
         return position, position.step
 
     def _state(self, position: Position) -> dict[str, Any]:
