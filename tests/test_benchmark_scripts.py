@@ -24,3 +24,22 @@ def test_featurize_benchmark_prints_every_row(shared_dir: Path) -> None:
                 "parse_hydrogen_free, Mol dropped", "featurize_many workers=1", "featurize_many workers=2"):
         assert any(line.startswith(row) for line in lines), f"row {row!r} missing from:\n{result.stdout}"
     assert lines[-1].startswith("targets:"), result.stdout
+
+
+def test_featurize_hostile_benchmark_prints_every_row() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "featurize_hostile.py"), "--repeats", "1",
+         "--lengths", "1000,5000"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("default limit: max_length = MAX_SMILES_LENGTH"), result.stdout
+    for shape, tables in (("'[' * n", 2), ("'C' * n", 2), ("'C(' * n/2", 1)):
+        for method in ("Chem.MolFromSmiles (baseline)", "smiles_to_graph", "featurize_many"):
+            rows = [line for line in lines if line.startswith(f"{shape:12s} {method}")]
+            assert len(rows) == tables, f"{shape} {method} rows missing from:\n{result.stdout}"
+    refused = [line for line in lines if line.startswith("'C' * n      featurize_many")]
+    assert refused[0].endswith("refused: over the length limit")  # 5,000 characters, over the default limit
+    assert refused[1].endswith("graph of 5,000 atoms")  # the same with the limit lifted
+    assert lines[-1].startswith("targets:"), result.stdout

@@ -70,3 +70,12 @@ def test_tanimoto_identity_and_invalid() -> None:
         assert 0.0 < tanimoto_similarity("c1ccccc1O", "c1ccccc1N", fingerprint) < 1.0
     with pytest.raises(ValueError, match="unknown fingerprint 'ecfp'"):
         tanimoto_similarity("C", "C", "ecfp")
+
+
+def test_hostile_text_is_an_invalid_molecule_not_an_abort() -> None:
+    from tasks.metrics.smiles import MAX_PARSE_LENGTH
+
+    assert canonicalize_smiles("C\ud800C") is None  # RDKit cannot even receive a lone surrogate
+    assert canonicalize_smiles("ＣＣＯ") is None  # full-width letters
+    assert canonicalize_smiles("C" * (MAX_PARSE_LENGTH + 1)) is None
+    assert canonicalize_smiles("C" * MAX_PARSE_LENGTH) is not None

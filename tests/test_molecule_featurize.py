@@ -16,6 +16,7 @@ from torch_geometric.data import Batch, Data
 
 from encoders.base import InvalidInputError
 from encoders.molecule import (
+    MAX_SMILES_LENGTH,
     SCHEMES,
     InvalidMoleculeError,
     featurize_many,
@@ -25,8 +26,9 @@ from encoders.molecule import (
     smiles_to_graph,
     split_reaction,
 )
-from encoders.molecule.parsing import parse_hydrogen_free
+from encoders.molecule.parsing import parse_hydrogen_free, screen_smiles
 from encoders.molecule.pretrain_gnns import PretrainGNNsScheme
+from encoders.molecule.scheme_base import bonds_of
 
 TRICKY_SMILES = [
     "CCO",
@@ -54,7 +56,6 @@ TRICKY_SMILES = [
     "Sc1ccccc1",
     "[Sc]",
     "C[N+](C)(C)C.[O-]C(=O)C",
-    "CCO ethanol",
     "OC(=O)C%10CC%10",
 ]
 
@@ -168,6 +169,13 @@ def test_very_large_molecules(smiles: str) -> None:
     assert_same_graph(data, smiles_to_graph(mol))
 
 
+@pytest.mark.parametrize("smiles", ["CC(=O)O", "C" * 514, "C1" + "C" * 998 + "C1"])
+def test_bonds_of_visits_every_bond_once(smiles: str) -> None:
+    """By index up to _BONDS_BY_INDEX bonds, through the atoms past it: every bond once either way."""
+    mol = Chem.MolFromSmiles(smiles)
+    assert sorted(bond.GetIdx() for bond in bonds_of(mol)) == list(range(mol.GetNumBonds()))
+
+
 @pytest.mark.parametrize("smiles", TRICKY_SMILES)
 def test_text_fast_path_matches_per_atom_path(smiles: str) -> None:
     """Features read from the SMILES text equal those from visiting the RDKit Mol."""
@@ -188,13 +196,16 @@ def test_mol_input_records_canonical_smiles() -> None:
     ("smiles", "reason"),
     [
         ("", "empty"),
-        ("   ", "empty"),
+        ("   ", "whitespace ' ' at position 0"),
+        ("CCO ethanol", "whitespace ' ' at position 3"),
+        ("C[C@H](F)Cl |&1:1|", "whitespace ' ' at position 11"),
         ("C1CC", "unclosed ring"),
         ("C(", "syntax error"),
         ("CN(C)(C)(C)C", "valence"),
         ("c1cccc1", "kekulize"),
         ("Xx", "syntax error"),
-        ("\ud800", "cannot be read"),
+        ("\ud800", "non-ascii character '\\ud800' (u+d800) at position 0"),
+        ("C" * 4001, "4,001 characters, over the limit of 4,000"),
         ("CC>>O", "reaction_to_graphs"),
     ],
 )
@@ -203,7 +214,7 @@ def test_invalid_smiles_raise_with_input_and_reason(
 ) -> None:
     with pytest.raises(InvalidMoleculeError) as info:
         smiles_to_graph(smiles)
-    assert repr(smiles) in str(info.value)
+    assert repr(smiles[:120]) in str(info.value)
     assert reason in str(info.value).lower()
     assert isinstance(info.value, InvalidInputError)
     assert capfd.readouterr().err == ""  # RDKit's own logging is silenced
@@ -292,8 +303,9 @@ def test_featurize_many_rejects_bad_arguments() -> None:
 # --- featurize_many's chunk path against the one-molecule path --------------------------------------
 
 # Cases the chunk path treats specially: bracket atoms and charges, dummy atoms, several fragments, '@'
-# chirality, '/' '\\' bond directions, dative and zero-order bonds (their matrices miss bonds), text it does
-# not read (a name after a space, CXSMILES), molecules past the dense-matrix limit, and failures.
+# chirality, '/' '\\' bond directions, dative and zero-order bonds (their matrices miss bonds), molecules
+# past the dense-matrix limit, failures, and text refused before parsing (a name after a space, CXSMILES,
+# invisible and control characters, text over the length limit).
 CHUNK_EDGE_CASES = [
     *TRICKY_SMILES,
     "C[N+](C)(C)C.[O-]C(=O)C.[Na+]",
@@ -310,6 +322,10 @@ CHUNK_EDGE_CASES = [
     "C1CC",
     "",
     "c1cccc1",
+    "CCO ethanol",
+    "CC\u200bO",
+    "CCO\x00",
+    "C" * 4001,
 ]
 
 
@@ -377,7 +393,9 @@ def test_chunk_path_edge_cases_without_shared_data() -> None:
 # Stereo cases for the quick parse: ring and chain stereocentres, E/Z, stereo that RDKit's clean-up removes
 # (identical substituents), allenes, atropisomer-like biaryls, and text it rejects (valence, kekulization).
 QUICK_PARSE_CASES = [
-    text for text in CHUNK_EDGE_CASES if text and "[H" not in text and "[2H" not in text and " " not in text
+    text
+    for text in CHUNK_EDGE_CASES
+    if screen_smiles(text, MAX_SMILES_LENGTH) is None and "[H" not in text and "[2H" not in text
 ] + [
     "C[C@H](C)Cl",
     "C[C@@H]1CCCC[C@H]1C",

@@ -78,6 +78,9 @@ def test_hand_checked_tokenizations(smiles: str, tokens: list[str]) -> None:
         ("CXC", "'X'"),
         ("C\u0661C", "position 1"),
         ("CC]", "']'"),
+        ("[C H4]", "whitespace ' ' at position 2"),  # inside a bracket atom too
+        ("[Na\u200b+]", "(U+200B) at position 3"),
+        ("CC\x00", "control character '\\x00' at position 2"),
     ],
 )
 def test_invalid_characters_raise_quoting_the_input(text: str, reason: str) -> None:

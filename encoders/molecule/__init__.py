@@ -11,6 +11,7 @@ from encoders.molecule.parsing import InvalidMoleculeError
 from encoders.molecule.reactions import ROLES, reaction_to_graphs, split_reaction
 from encoders.molecule.scheme_base import FeatureScheme, GraphArrays
 from encoders.molecule.schemes import SCHEMES, get_scheme
+from encoders.smiles_text import MAX_SMILES_LENGTH
 
 __all__ = [
     "DEFAULT_SCHEME",
@@ -19,6 +20,7 @@ __all__ = [
     "FeaturizeResult",
     "GraphArrays",
     "InvalidMoleculeError",
+    "MAX_SMILES_LENGTH",
     "ROLES",
     "SCHEMES",
     "featurize_many",

@@ -20,9 +20,10 @@ from rdkit import Chem, rdBase
 from torch_geometric.data import Data
 from torch_geometric.data.storage import GlobalStorage
 
-from encoders.molecule.parsing import InvalidMoleculeError, parse_smiles
+from encoders.molecule.parsing import InvalidMoleculeError, parse_smiles, screen_smiles
 from encoders.molecule.scheme_base import ChunkArrays, FeatureScheme, GraphArrays
 from encoders.molecule.schemes import get_scheme
+from encoders.smiles_text import MAX_SMILES_LENGTH
 
 DEFAULT_SCHEME = "pretrain-gnns"
 _MAX_CHUNK = 1000  # SMILES per chunk: large enough to amortise per-chunk numpy and inter-process overhead
@@ -31,17 +32,24 @@ _DATA_ATTRIBUTES = {key: value for key, value in Data().__dict__.items() if key 
 _set_attribute = object.__setattr__  # past Data's and the storage's own __setattr__
 
 
-def smiles_to_graph(smiles: str | Chem.Mol, scheme: str | FeatureScheme = DEFAULT_SCHEME) -> Data:
+def smiles_to_graph(
+    smiles: str | Chem.Mol,
+    scheme: str | FeatureScheme = DEFAULT_SCHEME,
+    max_length: int | None = MAX_SMILES_LENGTH,
+) -> Data:
     """Featurize one molecule given as SMILES text or as an RDKit ``Mol``.
 
-    Raises :class:`InvalidMoleculeError` (quoting the input and RDKit's reason) for an empty, unparsable or
-    chemically invalid molecule, and ValueError for an unknown scheme. For a ``Mol``, ``data.smiles`` is its
-    canonical SMILES. A multi-fragment SMILES (``A.B``) gives one graph with disconnected components.
+    Raises :class:`InvalidMoleculeError` (quoting the input and the reason) for text that is empty, longer
+    than ``max_length`` characters (default :data:`MAX_SMILES_LENGTH` = 4,000; None: no limit), holds
+    whitespace, control or non-ASCII characters (named with their position), or is not a valid molecule
+    (RDKit's reason); ValueError for an unknown scheme. The limit bounds the time: RDKit's own parse time
+    grows with the square of the length on some text. For a ``Mol``, ``data.smiles`` is its canonical
+    SMILES. A multi-fragment SMILES (``A.B``) gives one graph with disconnected components.
     """
     feature_scheme = get_scheme(scheme)
     if isinstance(smiles, Chem.Mol):
         return _mol_to_graph(smiles, feature_scheme)
-    return to_data(feature_scheme.arrays(parse_smiles(smiles), smiles), smiles)
+    return to_data(feature_scheme.arrays(parse_smiles(smiles, max_length), smiles), smiles)
 
 
 def to_data(arrays: GraphArrays, smiles: str) -> Data:
@@ -107,14 +115,20 @@ class FeaturizeResult:
 
 
 def featurize_many(
-    smiles_list: Iterable[str], scheme: str | FeatureScheme = DEFAULT_SCHEME, workers: int = 1
+    smiles_list: Iterable[str],
+    scheme: str | FeatureScheme = DEFAULT_SCHEME,
+    workers: int = 1,
+    max_length: int | None = MAX_SMILES_LENGTH,
 ) -> FeaturizeResult:
     """Featurize many SMILES, collecting per-item failures instead of raising them.
 
-    Each distinct string is featurized once; a repeat gets its own copy (``Data.clone``) so editing one
-    item never changes another. ``workers > 1`` spreads chunks of distinct SMILES over that many processes
-    and gives results identical to ``workers=1``. Raises only for bad arguments (``scheme``, ``workers``, or
-    a single string instead of a list).
+    Each item fails or succeeds on its own, with the error :func:`smiles_to_graph` would raise: text over
+    ``max_length`` characters (default :data:`MAX_SMILES_LENGTH` = 4,000; None: no limit) or with a
+    character no SMILES has is refused before parsing, in time linear in its length. Each distinct string
+    is featurized once; a repeat gets its own copy (``Data.clone``) so editing one item never changes
+    another. ``workers > 1`` spreads chunks of distinct SMILES over that many processes and gives results
+    identical to ``workers=1``. Raises only for bad arguments (``scheme``, ``workers``, or a single string
+    instead of a list).
     """
     feature_scheme = get_scheme(scheme)
     if isinstance(smiles_list, str):
@@ -126,7 +140,7 @@ def featurize_many(
     for item in items:
         if isinstance(item, str):
             slot_of.setdefault(item, len(slot_of))
-    outcomes = _featurize_unique(list(slot_of), feature_scheme, workers)
+    outcomes = _featurize_unique(list(slot_of), feature_scheme, workers, max_length)
 
     graphs: list[Data | None] = []
     errors: list[FeaturizeError] = []
@@ -153,8 +167,19 @@ def featurize_many(
     return FeaturizeResult(graphs, errors, len(slot_of))
 
 
-def _featurize_unique(smiles: list[str], scheme: FeatureScheme, workers: int) -> list[Data | str]:
-    """A ``Data`` or an error message per SMILES, in order, computed here or in a process pool."""
+def _featurize_unique(
+    smiles: list[str], scheme: FeatureScheme, workers: int, max_length: int | None
+) -> list[Data | str]:
+    """A ``Data`` or an error message per SMILES, in order: refused text gets its message at once, the
+    rest is featurized here or in a process pool."""
+    refusals = [screen_smiles(text, max_length) for text in smiles]
+    screened = [text for text, refusal in zip(smiles, refusals, strict=True) if refusal is None]
+    graphs = iter(_featurize_screened(screened, scheme, workers))
+    return [next(graphs) if refusal is None else refusal for refusal in refusals]
+
+
+def _featurize_screened(smiles: list[str], scheme: FeatureScheme, workers: int) -> list[Data | str]:
+    """:func:`_featurize_unique` for screened text."""
     if workers == 1 or len(smiles) < 2:
         chunks = [smiles[i : i + _MAX_CHUNK] for i in range(0, len(smiles), _MAX_CHUNK)]
         # Every chunk's arrays first, then the graphs: thousands of new tensors and Data objects made between
@@ -167,7 +192,8 @@ def _featurize_unique(smiles: list[str], scheme: FeatureScheme, workers: int) ->
 
 
 def featurize_chunk(smiles: list[str], scheme: FeatureScheme) -> ChunkArrays:
-    """Worker task: the chunk's arrays (one set of numpy arrays is cheap to send between processes)."""
+    """Worker task: the arrays of a chunk of screened SMILES (one set of numpy arrays is cheap to send
+    between processes)."""
     return scheme.chunk_arrays(smiles)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from rdkit import Chem
 
-from encoders.molecule.scheme_base import FeatureScheme, GraphArrays, edges_from_bonds
+from encoders.molecule.scheme_base import FeatureScheme, GraphArrays, bonds_of, edges_from_bonds
 
 _CT, _HT, _BT, _BS = Chem.ChiralType, Chem.HybridizationType, Chem.BondType, Chem.BondStereo
 _CHIRALITY = {_CT.CHI_UNSPECIFIED: 0, _CT.CHI_TETRAHEDRAL_CW: 1, _CT.CHI_TETRAHEDRAL_CCW: 2, _CT.CHI_OTHER: 3}
@@ -67,7 +67,7 @@ class OGBScheme(FeatureScheme):
         ]
         x = np.array(rows, dtype=np.int64).reshape(-1, 9)
         begin, end, bond_rows = [], [], []
-        for bond in mol.GetBonds():
+        for bond in bonds_of(mol):
             begin.append(bond.GetBeginAtomIdx())
             end.append(bond.GetEndAtomIdx())
             bond_rows.append(

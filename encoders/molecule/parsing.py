@@ -1,7 +1,9 @@
 """SMILES -> RDKit ``Mol`` with quiet logs and errors that say which input failed and why.
 
-RDKit reports problems by printing to stderr and returning ``None``; here the printing is blocked and the
-reason (syntax error, valence, kekulization) is recovered and raised as :class:`InvalidMoleculeError`.
+Text is screened first (:func:`screen_smiles`): empty text, text over the length limit, and characters no
+SMILES has are refused before RDKit sees them. RDKit reports problems by printing to stderr and returning
+``None``; here the printing is blocked and the reason (syntax error, valence, kekulization) is recovered and
+raised as :class:`InvalidMoleculeError`.
 """
 
 from __future__ import annotations
@@ -9,33 +11,49 @@ from __future__ import annotations
 from rdkit import Chem, rdBase
 
 from encoders.base import InvalidInputError
+from encoders.smiles_text import MAX_SMILES_LENGTH, quote_smiles, smiles_text_problem
+
+_MAX_LOG_PARTS = 4  # an error message names the first few problems RDKit logs, and how many more
 
 
 class InvalidMoleculeError(InvalidInputError):
     """A SMILES string or RDKit ``Mol`` that cannot be turned into a molecular graph."""
 
 
-def parse_smiles(smiles: str) -> Chem.Mol:
-    """Parse and sanitize ``smiles`` with RDKit, raising :class:`InvalidMoleculeError` with RDKit's reason."""
+def parse_smiles(smiles: str, max_length: int | None = MAX_SMILES_LENGTH) -> Chem.Mol:
+    """Screen, parse and sanitize ``smiles`` with RDKit, raising :class:`InvalidMoleculeError` with the
+    reason; text over ``max_length`` characters (None: no limit) is refused unread."""
+    if not isinstance(smiles, str):
+        raise TypeError(f"expected a SMILES string, got {type(smiles).__name__}: {smiles!r}")
+    problem = screen_smiles(smiles, max_length)
+    if problem is not None:
+        raise InvalidMoleculeError(problem)
     with rdBase.BlockLogs():
         return parse_smiles_unblocked(smiles)
 
 
+def screen_smiles(smiles: str, max_length: int | None) -> str | None:
+    """The :class:`InvalidMoleculeError` message for text RDKit must not be given (empty, over ``max_length``
+    characters, or holding whitespace, control or non-ASCII characters), or None; linear time."""
+    if not smiles:
+        return "SMILES '' is empty; give at least one atom, e.g. 'C'"
+    problem = smiles_text_problem(smiles, max_length)
+    return None if problem is None else f"cannot read SMILES {quote_smiles(smiles)}: {problem}"
+
+
 def parse_smiles_unblocked(smiles: str) -> Chem.Mol:
-    """:func:`parse_smiles` for callers already inside ``rdBase.BlockLogs()`` (a batch blocks logs once)."""
-    if not isinstance(smiles, str):
-        raise TypeError(f"expected a SMILES string, got {type(smiles).__name__}: {smiles!r}")
-    if not smiles.strip():
-        raise InvalidMoleculeError(f"SMILES {smiles!r} is empty; give at least one atom, e.g. 'C'")
-    try:
-        mol = Chem.MolFromSmiles(smiles)
-    except Exception as exc:  # RDKit cannot even receive the text, e.g. a lone surrogate character
-        raise InvalidMoleculeError(f"SMILES {smiles!r} cannot be read by RDKit: {exc}") from exc
+    """:func:`parse_smiles` for text that passed :func:`screen_smiles`, inside ``rdBase.BlockLogs()`` (a
+    batch screens its text and blocks logs once)."""
+    mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         hint = "; for a reaction SMILES use reaction_to_graphs" if ">" in smiles.replace("->", "") else ""
-        raise InvalidMoleculeError(f"SMILES {smiles!r} is not a valid molecule: {rdkit_reason(smiles)}{hint}")
+        raise InvalidMoleculeError(
+            f"SMILES {quote_smiles(smiles)} is not a valid molecule: {rdkit_reason(smiles)}{hint}"
+        )
     if mol.GetNumAtoms() == 0:
-        raise InvalidMoleculeError(f"SMILES {smiles!r} has no atoms; give at least one atom, e.g. 'C'")
+        raise InvalidMoleculeError(
+            f"SMILES {quote_smiles(smiles)} has no atoms; give at least one atom, e.g. 'C'"
+        )
     return mol
 
 
@@ -82,14 +100,17 @@ def rdkit_reason(smiles: str) -> str:
 
 
 def _clean_log(messages: str, smiles: str) -> str:
-    """RDKit log text as one line: timestamps, repeated lines and the echo of the input removed."""
-    lines: list[str] = []
+    """RDKit log text as one line of at most :data:`_MAX_LOG_PARTS` parts: timestamps, repeated lines, the
+    ``~~^`` markers and every echo of the input removed. Time linear in the log, which RDKit itself can make
+    quadratic in the input (an echo per unclosed branch); the length limit bounds that."""
+    parts: dict[str, None] = {}
     for raw in messages.splitlines():
         line = raw.split("] ", 1)[1] if raw.startswith("[") and "] " in raw else raw
-        line = line.removeprefix("SMILES Parse Error: ").strip()
-        if not line or line in lines or line == smiles or set(line) <= {"~", "^"}:
+        line = line.removeprefix("SMILES Parse Error: ").strip().rstrip(":")
+        line = line.removesuffix(f" while parsing: {smiles}").removesuffix(f" for input: '{smiles}'")
+        if not line or line.startswith("Failed parsing SMILES") or line in smiles or set(line) <= {"~", "^"}:
             continue
-        if line.startswith("Failed parsing SMILES"):
-            continue
-        lines.append(line.rstrip(":"))
-    return "; ".join(lines)
+        parts[line] = None
+    kept = list(parts)[:_MAX_LOG_PARTS]
+    more = len(parts) - len(kept)
+    return "; ".join(kept) + (f" (and {more:,} more)" if more else "")

@@ -21,8 +21,10 @@ object visited from Python costs about a microsecond. So for a SMILES string the
 the string's atom tokens (RDKit numbers atoms in the order they are written; the token count is checked
 against the atom count, and each distinct token is resolved once by RDKit's own ``AtomFromSmiles``), and
 bonds come from RDKit's adjacency matrix in one C++ call. RDKit objects are visited only for what the text
-flags: ``@`` atoms for chirality, and bonds when ``/`` or ``\\`` is present. Any mismatch, a ``Mol`` input,
-or text with whitespace or CXSMILES (``|``) takes the plain per-atom path, which gives identical arrays.
+flags: ``@`` atoms for chirality, and bonds when ``/`` or ``\\`` is present. Any mismatch, or a ``Mol``
+input, takes the plain per-atom path, which gives identical arrays. The text has been screened
+(:func:`~encoders.molecule.parsing.screen_smiles`): printable ASCII without whitespace, so no name or
+CXSMILES block follows the SMILES. Reading it takes time linear in its length.
 
 For many SMILES (:meth:`PretrainGNNsScheme.chunk_arrays`, used by ``featurize_many``) the same recipe runs
 per chunk: all text is read before any parsing (SMILES without brackets by one ``str.translate``), while
@@ -45,7 +47,7 @@ import numpy as np
 from rdkit import Chem, rdBase
 
 from encoders.molecule.parsing import InvalidMoleculeError, parse_hydrogen_free, parse_smiles_unblocked
-from encoders.molecule.scheme_base import ChunkArrays, FeatureScheme, GraphArrays, edges_from_bonds
+from encoders.molecule.scheme_base import ChunkArrays, FeatureScheme, GraphArrays, bonds_of, edges_from_bonds
 
 DUMMY_ATOM_TYPE = 118
 """Atom-type index of the dummy atom ``*`` and of any atomic number outside 1..118."""
@@ -70,9 +72,8 @@ _TWICE_ORDER_TO_ROW = np.zeros((16, 2), dtype=np.int64)
 _TWICE_ORDER_TO_ROW[[2, 4, 6, 3], 0] = [0, 1, 2, 3]
 
 # Atom tokens of a SMILES string: bracket atoms, the organic subset (two-letter ones first), aromatic, '*'.
-_ATOM_TOKEN = re.compile(r"\[[^\]]*\]|Br|Cl|[BCNOPSFI]|[bcnops]|\*")
-# Text the fast path does not read: whitespace (a name follows, or CXSMILES) and CXSMILES itself.
-_NEEDS_GENERAL_PATH = re.compile(r"[\s|]")
+# A bracket atom holds no '[' (none does in a valid SMILES), so each '[' is read once: '[' * n in linear time.
+_ATOM_TOKEN = re.compile(r"\[[^\[\]]*\]|Br|Cl|[BCNOPSFI]|[bcnops]|\*")
 # The N x N float adjacency matrix beats visiting bonds up to ~3,000 atoms; cap its memory at 32 MB.
 _DENSE_MAX_ATOMS = 2048
 # Adjacency entries queued before they are turned into edges (8 MB of float64, about 1,500 molecules): the
@@ -110,12 +111,11 @@ class PretrainGNNsScheme(FeatureScheme):
     bond_feature_dims = (4, 3)
 
     def arrays(self, mol: Chem.Mol, smiles: str | None = None) -> GraphArrays:
-        """Featurize ``mol``, reading what it can from ``smiles`` (the text ``mol`` was parsed from)."""
-        readable = smiles is not None and _NEEDS_GENERAL_PATH.search(smiles) is None
-        x = _atoms_from_text(mol, smiles) if readable else None
+        """Featurize ``mol``, reading what it can from ``smiles`` (the screened text it was parsed from)."""
+        x = _atoms_from_text(mol, smiles) if smiles is not None else None
         if x is None:
             x = _atoms(mol)
-        if readable and len(x) <= _DENSE_MAX_ATOMS:
+        if smiles is not None and len(x) <= _DENSE_MAX_ATOMS:
             edges = _bonds_from_adjacency(mol, smiles)
             if edges is not None:
                 return GraphArrays(x, *edges)
@@ -130,11 +130,8 @@ class PretrainGNNsScheme(FeatureScheme):
         legacy_stereo = Chem.GetUseLegacyStereoPerception()  # what parse_hydrogen_free repeats
         with rdBase.BlockLogs():
             for position, (text, read) in enumerate(zip(smiles, texts, strict=True)):
-                quick = legacy_stereo and read is not None and read.hydrogen_free
-                try:
-                    mol = parse_hydrogen_free(text) if quick else Chem.MolFromSmiles(text)
-                except Exception:  # text RDKit cannot even receive; parse_smiles_unblocked below says so
-                    mol = None
+                quick = legacy_stereo and read.hydrogen_free
+                mol = parse_hydrogen_free(text) if quick else Chem.MolFromSmiles(text)
                 if mol is None or not builder.add(mol, text, read):
                     try:  # rejected: parse_smiles_unblocked raises with RDKit's reason
                         builder.add(parse_smiles_unblocked(text), text, read)
@@ -153,7 +150,7 @@ def _atoms(mol: Chem.Mol) -> np.ndarray:
 def _bonds(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:
     """Edge index and attributes by visiting every RDKit bond."""
     begin, end, rows = [], [], []
-    for bond in mol.GetBonds():
+    for bond in bonds_of(mol):
         begin.append(bond.GetBeginAtomIdx())
         end.append(bond.GetEndAtomIdx())
         rows.append((_BOND_TYPE.get(bond.GetBondType(), 0), _BOND_DIR.get(bond.GetBondDir(), 0)))
@@ -211,7 +208,7 @@ def _bonds_from_adjacency(mol: Chem.Mol, smiles: str) -> tuple[np.ndarray, np.nd
 def _mark_directions(mol: Chem.Mol, edge_keys: np.ndarray, attr: np.ndarray) -> None:
     """Write bond directions into ``attr``, whose rows are edges sorted by ``edge_keys`` = src * N + dst."""
     n = mol.GetNumAtoms()
-    for bond in mol.GetBonds():
+    for bond in bonds_of(mol):
         direction = _BOND_DIR.get(bond.GetBondDir(), 0)
         if direction:
             i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
@@ -231,11 +228,9 @@ class _TextAtoms(NamedTuple):
         return self.types is not None and _HYDROGEN not in self.types
 
 
-def _read_text(smiles: str) -> _TextAtoms | None:
-    """The atom tokens' count, types and ``@`` positions, or None for text the fast path does not read."""
-    if _NEEDS_GENERAL_PATH.search(smiles) is not None:
-        return None
-    if "[" not in smiles and smiles.isascii() and "L" not in smiles and "R" not in smiles:
+def _read_text(smiles: str) -> _TextAtoms:
+    """The atom tokens' count, types and ``@`` positions of screened (printable ASCII) text."""
+    if "[" not in smiles and "L" not in smiles and "R" not in smiles:
         # Organic-subset atoms only: with Cl and Br as one letter each, one character per atom, which
         # translate() turns into the atom type (as a byte) and every other character into nothing.
         types = smiles.replace("Cl", "L").replace("Br", "R").translate(_ORGANIC_TYPES).encode("latin-1")
@@ -267,10 +262,10 @@ class _ChunkBuilder:
         self.queued: list[int] = []  # the molecules of those matrices
         self.directions: list[tuple[int, int, int, int]] = []  # (queued matrix, begin, end, direction)
 
-    def add(self, mol: Chem.Mol, smiles: str, text: _TextAtoms | None) -> bool:
+    def add(self, mol: Chem.Mol, smiles: str, text: _TextAtoms) -> bool:
         """Append one parsed molecule (``text`` is what :func:`_read_text` got from ``smiles``); False, with
         nothing appended, for a molecule without atoms."""
-        if text is None or text.num_atoms > _DENSE_MAX_ATOMS:  # RDKit has at most one atom per token
+        if text.num_atoms > _DENSE_MAX_ATOMS:  # RDKit has at most one atom per token
             return self._add_general(mol, smiles)
         adjacency = Chem.GetAdjacencyMatrix(mol, useBO=True)
         num_atoms = len(adjacency)
@@ -336,7 +331,7 @@ class _ChunkBuilder:
     def _add_directions(self, mol: Chem.Mol) -> None:
         """Directions RDKit gave the next molecule's bonds (from ``/`` and ``\\``), for :meth:`_flush`."""
         matrix = len(self.queued)
-        for bond in mol.GetBonds():
+        for bond in bonds_of(mol):
             direction = _BOND_DIR.get(bond.GetBondDir(), 0)
             if direction:
                 self.directions.append((matrix, bond.GetBeginAtomIdx(), bond.GetEndAtomIdx(), direction))

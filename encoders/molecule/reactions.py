@@ -5,7 +5,8 @@ own placeholder span). Atom-map numbers (``[CH3:1]``) are kept in each graph's `
 reach the features, so a mapped and an unmapped reaction give identical tensors. Text after the first
 whitespace (a name, or a CXSMILES block such as ``|f:0.1|``) is ignored, so fragment groupings are not
 applied: every dot-separated molecule is still separate. A ring-bond digit joining two dot-separated
-molecules (``C1.C1``) is not supported; that molecule fails with its parse error.
+molecules (``C1.C1``) is not supported; that molecule fails with its parse error. Each molecule is screened
+and limited in length like any SMILES (see :func:`~encoders.molecule.featurize.smiles_to_graph`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from encoders.molecule.featurize import DEFAULT_SCHEME, smiles_to_graph
 from encoders.molecule.parsing import InvalidMoleculeError
 from encoders.molecule.scheme_base import FeatureScheme
 from encoders.molecule.schemes import get_scheme
+from encoders.smiles_text import MAX_SMILES_LENGTH, quote_smiles
 
 ROLES: tuple[str, ...] = ("reactant", "agent", "product")
 _ROLE_SEPARATOR = re.compile(r"(?<!-)>")  # the '>' of a dative bond '->' separates nothing
@@ -31,7 +33,7 @@ def split_reaction(rxn: str) -> list[tuple[str, str]]:
     parts = _ROLE_SEPARATOR.split(head)
     if len(parts) != 3:
         raise InvalidMoleculeError(
-            f"reaction SMILES {rxn!r} has {len(parts) - 1} '>' separators; write it as "
+            f"reaction SMILES {quote_smiles(rxn)} has {len(parts) - 1} '>' separators; write it as "
             "'reactants>agents>products', e.g. 'CCO.CC(=O)O>[H+]>CCOC(C)=O' or 'A.B>>C'"
         )
     molecules: list[tuple[str, str]] = []
@@ -41,22 +43,29 @@ def split_reaction(rxn: str) -> list[tuple[str, str]]:
         for fragment in part.split("."):
             if not fragment:
                 raise InvalidMoleculeError(
-                    f"reaction SMILES {rxn!r} has an empty {role} (a doubled, leading or trailing '.'); "
-                    "remove the extra dot"
+                    f"reaction SMILES {quote_smiles(rxn)} has an empty {role} (a doubled, leading or "
+                    "trailing '.'); remove the extra dot"
                 )
             molecules.append((role, fragment))
     if not molecules:
-        raise InvalidMoleculeError(f"reaction SMILES {rxn!r} contains no molecules")
+        raise InvalidMoleculeError(f"reaction SMILES {quote_smiles(rxn)} contains no molecules")
     return molecules
 
 
-def reaction_to_graphs(rxn: str, scheme: str | FeatureScheme = DEFAULT_SCHEME) -> list[tuple[str, Data]]:
-    """One ``(role, Data)`` per molecule of ``rxn``, role in :data:`ROLES`; raises InvalidMoleculeError."""
+def reaction_to_graphs(
+    rxn: str, scheme: str | FeatureScheme = DEFAULT_SCHEME, max_length: int | None = MAX_SMILES_LENGTH
+) -> list[tuple[str, Data]]:
+    """One ``(role, Data)`` per molecule of ``rxn``, role in :data:`ROLES`; raises InvalidMoleculeError.
+
+    ``max_length`` limits each molecule's SMILES (default :data:`MAX_SMILES_LENGTH`; None: no limit).
+    """
     feature_scheme = get_scheme(scheme)
     graphs: list[tuple[str, Data]] = []
     for role, fragment in split_reaction(rxn):
         try:
-            graphs.append((role, smiles_to_graph(fragment, feature_scheme)))
+            graphs.append((role, smiles_to_graph(fragment, feature_scheme, max_length)))
         except InvalidMoleculeError as exc:
-            raise InvalidMoleculeError(f"in reaction {rxn!r}, {role} {fragment!r}: {exc}") from exc
+            raise InvalidMoleculeError(
+                f"in reaction {quote_smiles(rxn)}, {role} {quote_smiles(fragment)}: {exc}"
+            ) from exc
     return graphs

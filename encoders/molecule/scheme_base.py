@@ -9,6 +9,7 @@ scheme may override with a faster path that gives identical values.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -58,7 +59,10 @@ class FeatureScheme(ABC):
         """Featurize ``mol``; ``smiles`` is the text it was parsed from (None for a user-given Mol)."""
 
     def chunk_arrays(self, smiles: list[str]) -> ChunkArrays:
-        """Parse and featurize every SMILES of ``smiles``, collecting failures rather than raising them."""
+        """Parse and featurize every SMILES of ``smiles``, collecting failures rather than raising them.
+
+        The text has passed :func:`~encoders.molecule.parsing.screen_smiles` (``featurize_many`` refuses
+        the rest before any scheme sees it)."""
         graphs: list[GraphArrays] = []
         errors: dict[int, str] = {}
         with rdBase.BlockLogs():
@@ -83,6 +87,27 @@ class FeatureScheme(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
+
+
+# Up to this many bonds, bonds are fetched by index: the quickest way for small molecules, but RDKit finds
+# bond i by walking its bond list, so fetching all n bonds by index takes time quadratic in n.
+_BONDS_BY_INDEX = 512
+
+
+def bonds_of(mol: Chem.Mol) -> Iterable[Chem.Bond]:
+    """Every bond of ``mol`` once, in time linear in its size.
+
+    ``mol.GetBonds()`` fetches bond i by index, which takes quadratic time in all (9 s for a chain of 80,000
+    atoms, against 0.15 s here); past :data:`_BONDS_BY_INDEX` bonds, each bond is reached through its begin
+    atom instead.
+    """
+    num_bonds = mol.GetNumBonds()
+    if num_bonds <= _BONDS_BY_INDEX:
+        return map(mol.GetBondWithIdx, range(num_bonds))
+    atom = mol.GetAtomWithIdx
+    return (
+        bond for i in range(mol.GetNumAtoms()) for bond in atom(i).GetBonds() if bond.GetBeginAtomIdx() == i
+    )
 
 
 def edges_from_bonds(

@@ -4,7 +4,10 @@ The token set follows Schwaller et al.'s reaction-transformer convention (the on
 MoLFormer use): a bracket atom is one token (``[C@@H]``, ``[NH3+]``, ``[CH3:1]``), so are ``Br``, ``Cl``,
 two-digit ring bonds ``%NN`` and the reaction arrow ``>>``; everything else is one character. Unlike a plain
 ``re.findall``, tokenization never drops a character: the tokens always join back to the input, and text
-the pattern cannot cover raises :class:`InvalidInputError`.
+the pattern cannot cover raises :class:`InvalidInputError`. Whitespace, control and non-ASCII characters
+are refused first, anywhere in the text (inside brackets too), with the same check and message as the
+molecule featurizer (:mod:`encoders.smiles_text`). Tokenizing takes time linear in the length,
+so the tokenizer sets no length limit (a reaction SMILES may be longer than any one molecule).
 
 For ``transformers``, :meth:`SmilesTokenizer.to_transformers` builds a standard fast tokenizer (WordLevel
 model on this regex, ``[CLS] X [SEP]`` template). We build rather than subclass ``PreTrainedTokenizer``
@@ -24,6 +27,7 @@ from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
 from encoders.base import InvalidInputError
+from encoders.smiles_text import quote_smiles, smiles_text_problem
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS, SEP, MASK)
@@ -48,27 +52,25 @@ _SCANNER = re.compile(f"(?P<token>{SMILES_TOKEN_PATTERN})|(?P<invalid>.)", re.DO
 def tokenize_smiles(text: str) -> list[str]:
     """Split ``text`` into SMILES tokens whose concatenation is exactly ``text``.
 
-    Raises :class:`InvalidInputError` quoting the input when a character belongs to no token.
+    Raises :class:`InvalidInputError` quoting the input and naming the position when a character is
+    whitespace, a control or non-ASCII character, or belongs to no token.
     """
+    problem = smiles_text_problem(text)
+    if problem is not None:
+        raise InvalidInputError(f"cannot tokenize SMILES {quote_smiles(text)}: {problem}")
     tokens = []
     for match in _SCANNER.finditer(text):
         if match.lastgroup == "invalid":
             raise InvalidInputError(
-                f"cannot tokenize SMILES {_quote(text)}: {_explain(match.group(), match.start())}"
+                f"cannot tokenize SMILES {quote_smiles(text)}: {_explain(match.group(), match.start())}"
             )
         tokens.append(match.group())
     return tokens
 
 
-def _quote(text: str, limit: int = 120) -> str:
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
-
-
 def _explain(char: str, position: int) -> str:
     if char == "[":
         return f"the bracket atom opened at position {position} is never closed (write e.g. '[NH4+]')"
-    if char.isspace():
-        return f"whitespace at position {position}; a SMILES has none, so strip it or split the molecules"
     return (
         f"{char!r} at position {position} is not SMILES; atoms outside the organic subset "
         "B C N O S P F Cl Br I need brackets (e.g. '[Na+]')"

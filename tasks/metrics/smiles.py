@@ -1,7 +1,9 @@
 """SMILES helpers shared by the molecule metrics: parsing, order-insensitive canonical form, and
 fingerprint Tanimoto similarity (MACCS keys, RDKit topological, Morgan radius 2 / 2048 bits).
 
-An empty or unparsable SMILES is invalid: it canonicalises to ``None`` and has no fingerprint.
+An empty or unparsable SMILES is invalid: it canonicalises to ``None`` and has no fingerprint. So is text
+that is not ASCII (RDKit cannot receive a lone surrogate) or longer than ``MAX_PARSE_LENGTH`` (RDKit's parse
+time grows with the square of the length on some hostile text), so one bad row cannot abort or stall a metric.
 RDKit's parse warnings are silenced here because invalid model output is expected and counted.
 """
 
@@ -14,11 +16,12 @@ from rdkit.Chem import MACCSkeys, rdFingerprintGenerator
 from rdkit.rdBase import BlockLogs
 
 FINGERPRINTS: tuple[str, ...] = ("maccs", "rdk", "morgan2_2048")
+MAX_PARSE_LENGTH = 4_000  # the featurizer's default limit (encoders.smiles_text.MAX_SMILES_LENGTH)
 
 
 def parse_smiles(smiles: str) -> Chem.Mol | None:
     """RDKit molecule for ``smiles``, or ``None`` when it is empty or does not parse."""
-    if not isinstance(smiles, str) or not smiles.strip():
+    if not isinstance(smiles, str) or not smiles.strip() or len(smiles) > MAX_PARSE_LENGTH or not smiles.isascii():
         return None
     with BlockLogs():
         return Chem.MolFromSmiles(smiles.strip())
