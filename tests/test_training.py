@@ -271,3 +271,9 @@ def test_settings_are_checked(scenes, tmp_path):
     _train(zoo.build("tiny-test-vlm"), "align", tmp_path, scenes, lr_groups={"projectors": 1e-3})
     with pytest.raises(TrainingError, match=r"other training settings \(lr_groups\)"):
         _train(zoo.build("tiny-test-vlm"), "align", tmp_path, scenes)
+
+
+def test_set_may_give_a_setting_that_is_also_an_option(scenes, tmp_path):
+    """`--set max_steps=2` is a training setting like any other, not a duplicate-keyword TypeError."""
+    _invoke(_cli_args(scenes, tmp_path / "run") + ["--set", "max_steps=2", "--set", "save_every=2"])
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2

@@ -158,12 +158,12 @@ def finetune_cmd(
     from zoo.evaluation.distributed import is_main_process
     from zoo.training import TrainingError, finetune
 
-    overrides = _parse_overrides(settings)
+    options = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr}
+    overrides = {**options, **_parse_overrides(settings)}  # --set max_steps=... wins over the default option
     if allow_rng_reset:
         overrides["allow_rng_reset"] = True
     try:
-        result = finetune(name, task, data, stage, output_dir, validation_data=validation_data, max_steps=max_steps,
-                          batch_size=batch_size, lr=lr, **overrides)
+        result = finetune(name, task, data, stage, output_dir, validation_data=validation_data, **overrides)
     except TrainingError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from err
