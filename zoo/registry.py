@@ -21,6 +21,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "timm": "encoders.image.timm_encoder:TimmImageEncoder",
         "hf-text": "encoders.text.hf_encoder:HFTextEncoder",
         "gnn": "encoders.molecule.graph_encoder:MoleculeGraphEncoder",
+        "fingerprint": "encoders.molecule.fingerprint:FingerprintEncoder",
         "hf-smiles": "encoders.smiles.hf_encoder:HFSmilesEncoder",
         "molformer": "encoders.smiles.molformer:MolFormerEncoder",
         "open-clip-vision": "encoders.image.open_clip_towers:OpenCLIPVisionEncoder",

@@ -17,11 +17,14 @@ class PretrainedMixin:
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        """Where the weights are (CPU for a model with none, e.g. a bare fingerprint encoder)."""
+        first = next(self.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
+        first = next(self.parameters(), None)
+        return first.dtype if first is not None else torch.get_default_dtype()
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json (spec + processor config), model.safetensors and a README.md card, atomically."""
