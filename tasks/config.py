@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import Formatter
 from typing import Any
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -43,6 +44,17 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise TaskConfigError(f"task {self.name!r}: unknown kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+        # Checked here, once, so that a bad template is a task error and not a failure of every row.
+        try:
+            names = [name for _, name, _, _ in Formatter().parse(self.prompt_template) if name is not None]
+        except ValueError as err:
+            raise TaskConfigError(
+                f"task {self.name!r}: prompt_template is not a format string ({err}); write a literal brace as {{{{ or }}}}"
+            ) from None
+        if any(name == "" or name.isdigit() for name in names):
+            raise TaskConfigError(
+                f"task {self.name!r}: prompt_template fields must be named after row fields, like {{question}}"
+            )
 
     def column(self, role: str) -> str:
         """The row column that plays ``role`` (defaults to the role's own name)."""

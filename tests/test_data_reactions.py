@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.data import ReactionRecord, read_reaction_file, read_uspto50k
+from tasks.data.reactions import scan_uspto50k
 
 
 def test_uspto50k_test_split(shared_dir: Path) -> None:
@@ -60,3 +61,28 @@ def test_reaction_csv_and_jsonl(tmp_path: Path) -> None:
         ValueError, match=r"r\.csv:2: no column 'rxn'; columns are \['id', 'label', 'reaction'\]"
     ):
         read_reaction_file(csv_path)
+
+
+def test_non_utf8_bytes_name_file_line_and_byte(tmp_path: Path) -> None:
+    (tmp_path / "src-test.txt").write_bytes(b"<RX_1> C C O\n<RX_2> C \xff C\n")
+    (tmp_path / "tgt-test.txt").write_bytes(b"C C . O\nC . C\n")
+    with pytest.raises(ValueError, match=r"src-test\.txt:2: byte 0xff at column 10 is not valid UTF-8"):
+        read_uspto50k(tmp_path, "test")
+    (tmp_path / "r.jsonl").write_bytes(b'{"rxn": "CC.O>>CCO"}\n{"rxn": "C\xfe>>C"}\n')
+    with pytest.raises(ValueError, match=r"r\.jsonl:2: byte 0xfe at column 11 is not valid UTF-8"):
+        read_reaction_file(tmp_path / "r.jsonl")
+    (tmp_path / "r.csv").write_bytes(b"rxn\nCC.O>>CCO\nC\xfe>>C\n")
+    with pytest.raises(ValueError, match=r"r\.csv:3: byte 0xfe is not valid UTF-8"):
+        read_reaction_file(tmp_path / "r.csv")
+
+
+def test_scan_keeps_every_line_with_its_record_or_error(tmp_path: Path) -> None:
+    """What evaluation reads: a bad line is reported in place and the lines after it still pair up."""
+    (tmp_path / "src-test.txt").write_bytes(b"<RX_1> C C O\n<RX_2> C \xff C\nC C\n<RX_3> C N\n<RX_4> C S\n")
+    (tmp_path / "tgt-test.txt").write_bytes(b"C C . O\nC . C\nC\nC . N\n")
+    scanned = scan_uspto50k(tmp_path, "test")
+    assert [source for source, _ in scanned] == [f"src-test.txt:{n}" for n in range(1, 6)]
+    assert scanned[0][1] == ReactionRecord("CC.O", "CCO", 1) and scanned[3][1] == ReactionRecord("C.N", "CN", 3)
+    assert "src-test.txt:2: byte 0xff" in scanned[1][1]
+    assert "src-test.txt:3: expected a <RX_n> class token" in scanned[2][1]
+    assert "src-test.txt:5: tgt-test.txt has no line 5" in scanned[4][1]

@@ -8,12 +8,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 import zoo
 from tasks.config import TaskConfigError, load_task
+from tasks.data.manifest import Row, read_rows
 from tests.helpers import dual_encoder_spec, image_molecule_lm_spec
 from zoo.evaluation.evaluate import evaluate
+from zoo.evaluation.fields import check_rows
+from zoo.evaluation.retrieval import Caption, score_retrieval
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220)}
 
@@ -182,3 +188,107 @@ def test_task_yaml_include_and_strict_keys(tmp_path):
     (tmp_path / "b.yaml").write_text("include: a.yaml\n")
     with pytest.raises(TaskConfigError, match="include cycle"):
         load_task(tmp_path / "a.yaml")
+
+
+def test_task_template_must_name_row_fields():
+    with pytest.raises(TaskConfigError, match="prompt_template is not a format string"):
+        load_task("vqa", prompt_template="{placeholder} {question")
+    with pytest.raises(TaskConfigError, match="fields must be named after row fields"):
+        load_task("vqa", prompt_template="{placeholder} {}")
+
+
+def test_jsonl_reader_keeps_every_non_blank_line_as_one_row(tmp_path):
+    lines = [
+        b'\xef\xbb\xbf{"a": 1}',  # a byte-order mark is not part of the first row
+        b"  \t\r",  # blank: no row
+        b'{"a": "x\xe2\x80\xa8y"}',  # U+2028 inside a string does not split the row
+        b'{"a": "\xff"}',
+        b"[" * 5000,
+        b'{"a": "\\ud800"}',
+        b"[1]",
+    ]
+    (tmp_path / "m.jsonl").write_bytes(b"\n".join(lines))
+    rows = read_rows("jsonl", tmp_path / "m.jsonl")
+    assert [r.source for r in rows] == [f"m.jsonl:{n}" for n in (1, 3, 4, 5, 6, 7)]
+    assert rows[0].fields == {"a": 1} and rows[1].fields == {"a": "x\u2028y"}
+    errors = [r.error for r in rows[2:]]
+    assert "m.jsonl:4: byte 0xff at column 8 is not valid UTF-8" in errors[0]
+    assert "nested too deeply" in errors[1] and "unpaired surrogate" in errors[2] and "expected a JSON object" in errors[3]
+
+
+def test_csv_reader_names_the_line_each_record_starts_on(tmp_path):
+    text = b'id,text\n1,"two\nlines"\n\n2,caf\xe9\n3,' + b"x" * 200_000 + b"\n4,ok,extra\n5,fine\n"
+    (tmp_path / "m.csv").write_bytes(text)
+    rows = read_rows("csv", tmp_path / "m.csv")
+    assert [r.source for r in rows] == ["m.csv:2", "m.csv:5", "m.csv:6", "m.csv:7", "m.csv:8"]
+    assert rows[0].fields == {"id": "1", "text": "two\nlines"} and rows[4].fields == {"id": "5", "text": "fine"}
+    assert "byte 0xe9 in column 'text' is not valid UTF-8" in rows[1].error
+    assert "unreadable record (field larger than field limit" in rows[2].error
+    assert "the header has 2, this row has 3" in rows[3].error
+    (tmp_path / "h.csv").write_bytes(b"id,t\xe9xt\n1,a\n")
+    assert "byte 0xe9 in the header (line 1)" in read_rows("csv", tmp_path / "h.csv")[0].error
+
+
+@pytest.mark.parametrize(
+    "task, overrides, fields, reason",
+    [
+        ("vqa", {}, {"image": "a.png", "answers": ["red"]}, "a field of the prompt template"),
+        ("vqa", {}, {"image": "a.png", "question": "q", "answers": ["red"]}, "'answers' lists 1 entries; give at least 2"),
+        ("vqa", {}, {"image": ["a.png"], "question": "q", "answers": ["a", "b"]}, "'image' must be a file path (string)"),
+        ("grounding", {}, {"image": "a.png", "expression": "e", "box": [0, 1]}, "'box' must be a box [x1, y1, x2, y2]"),
+        ("grounding", {}, {"image": "a.png", "expression": "e", "box": [0, 0, 1, 10**400]}, "four finite numbers"),
+        ("retro-uspto50k", {}, {"item": "CCO", "reaction_class": 1, "reference": ""}, "'reference' is empty"),
+        ("molecule-qa", {}, {"smiles": "C", "question": "q", "options": "ab", "answer": 0}, "'options' must be a list of at least two"),
+        ("molecule-qa", {}, {"smiles": "C", "question": "q", "options": ["a", "b"], "answer": 2}, "index of the right option, 0..1"),
+        ("molecule-qa", {}, {"smiles": "C", "question": "q", "options": ["a", "b"], "answer": True}, "got bool True"),
+        ("zero-shot-classification", {"class_names": ["cat"]}, {"image": "a.png", "label": "dog"}, "not one of the task's class_names"),
+        ("linear-probe", {}, {"smiles": "C", "active": "yes"}, "'active' holds str 'yes'; a label must be 0, 1 or empty"),
+        ("linear-probe", {}, {"smiles": "C", "active": 10**400}, "a label must be 0, 1 or empty"),
+    ],
+)
+def test_row_checks_say_which_field_is_wrong(task, overrides, fields, reason):
+    problems = check_rows(load_task(task, **overrides), [Row(0, fields, source="m.jsonl:1")])
+    assert reason in problems[0]
+
+
+def test_row_checks_pass_good_rows():
+    good = {
+        "vqa": {"image": "a.png", "question": "q", "answers": ["a", "b"]},
+        "molecule-qa": {"smiles": "C", "question": "q", "options": ["a", 2], "answer": "1"},
+        "retrieval": {"image": "a.png", "captions": "one caption"},
+        "zero-shot-classification": {"image": "a.png", "label": 3},
+        "linear-probe": {"smiles": "C", "active": "1", "toxic": "", "other": 0.0},
+    }
+    for task, fields in good.items():
+        assert check_rows(load_task(task), [Row(0, fields)]) == {}, task
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 3), min_size=1, max_size=6),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_retrieval_ids_stay_stable_when_items_or_captions_fail(sizes, seed, data):
+    """Removing failed items or captions from the embeddings changes no other row's top-1 or metric share."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = list(range(len(sizes)))
+    captions = [Caption(k, owner, f"c{k}") for k, owner in enumerate(o for o, n in enumerate(sizes) for _ in range(n))]
+    items = {i: torch.nn.functional.normalize(torch.randn(8, generator=generator), dim=0) for i in rows}
+    texts = {c.id: torch.nn.functional.normalize(torch.randn(8, generator=generator), dim=0) for c in captions}
+    dropped_items = data.draw(st.sets(st.sampled_from(rows)), label="failed items")
+    dropped_texts = data.draw(st.sets(st.sampled_from([c.id for c in captions])), label="failed captions")
+    failed_rows = dropped_items | {c.owner for c in captions if c.id in dropped_texts}
+    options = {"ks": [1, 2]}
+    full = score_retrieval(rows, captions, {i: v for i, v in items.items() if i not in dropped_items},
+                           {k: v for k, v in texts.items() if k not in dropped_texts}, "image", options)
+    kept = [i for i in rows if i not in failed_rows]
+    alone = score_retrieval(kept, [c for c in captions if c.owner in kept], items, texts, "image", options)
+    assert {i: full.per_row[i] for i in kept} == alone.per_row and full.top1 == alone.top1
+    assert all(full.per_row[i] == 0.0 for i in failed_rows)
+    if kept:
+        share = len(kept) / len(rows)
+        assert full.metrics["image_to_text/recall@1"] == pytest.approx(alone.metrics["image_to_text/recall@1"] * share)
+        assert full.metrics["image_to_text/median_rank"] == alone.metrics["image_to_text/median_rank"]
+    else:
+        assert full.metrics == {}

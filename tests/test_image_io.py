@@ -72,3 +72,42 @@ def test_arbitrary_bytes_are_rejected_cleanly(tmp_path_factory, data):
     path.write_bytes(data)
     with pytest.raises(InvalidInputError):
         load_image(path)
+
+
+def _png_header(path, width: int, height: int) -> None:
+    """A PNG that claims ``width`` x ``height`` pixels and holds none (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [9000, 100_000])  # over our limit; the second is over Pillow's hard limit too
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, side):
+    path = tmp_path / "bomb.png"
+    _png_header(path, side, side)
+    with pytest.raises(InvalidInputError, match=r"image 2 \(.*bomb.png\): over the limit of 67,108,864 pixels.*MODALZOO_MAX_IMAGE_PIXELS"):
+        load_image(path, name="image 2")
+
+
+def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
+    path = tmp_path / "small.png"
+    Image.new("RGB", (10, 10)).save(path)
+    assert load_image(path, max_pixels=100).size == (10, 10)
+    with pytest.raises(InvalidInputError, match=r"over the limit of 99 pixels .*10 x 10 = 100"):
+        load_image(path, max_pixels=99)
+    monkeypatch.setenv("MODALZOO_MAX_IMAGE_PIXELS", "50")
+    with pytest.raises(InvalidInputError, match="over the limit of 50 pixels"):
+        load_image(path)
+    monkeypatch.setenv("MODALZOO_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ValueError, match="MODALZOO_MAX_IMAGE_PIXELS='lots' is not a positive whole number"):
+        load_image(path)
+
+
+def test_unusable_path_is_an_input_error():
+    with pytest.raises(InvalidInputError, match="not a usable path"):
+        load_image("x" * 5000)

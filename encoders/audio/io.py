@@ -62,7 +62,11 @@ def _to_mono(array: np.ndarray, name: str) -> np.ndarray:
 
 
 def _read_file(path: Path, name: str) -> tuple[np.ndarray, int]:
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as err:  # e.g. a name longer than the file system allows
+        raise InvalidInputError(f"{name}: not a usable path ({err.strerror})") from err
+    if not found:
         raise InvalidInputError(f"{name}: file not found")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)

@@ -7,10 +7,13 @@ at the source instead of being silently skipped.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from tasks.data.text import decode_line, split_lines, undecodable_byte
 
 USPTO50K_SPLITS: tuple[str, ...] = ("train", "valid", "test")
 _CLASS_TOKEN = re.compile(r"<RX_(\d+)>")
@@ -25,46 +28,70 @@ class ReactionRecord:
     reaction_class: int | None = None
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_lines(path: Path) -> list[bytes]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; expected the USPTO-50K files src-/tgt-<split>.txt there")
-    with path.open(encoding="utf-8") as handle:
-        return handle.read().splitlines()
+    return [line.removesuffix(b"\r") for line in split_lines(path.read_bytes())]
+
+
+def _parse_pair(src_path: Path, tgt_path: Path, number: int, source: bytes | None, target: bytes | None) -> ReactionRecord:
+    """Line ``number`` of the src and tgt files as a record, or a ``ValueError`` naming ``file:line``."""
+    if source is None or target is None:
+        present, absent = (src_path, tgt_path) if target is None else (tgt_path, src_path)
+        raise ValueError(f"{present}:{number}: {absent.name} has no line {number}; the two files must pair line by line")
+    text = decode_line(source, f"{src_path}:{number}")
+    tokens = text.split()
+    match = _CLASS_TOKEN.fullmatch(tokens[0]) if tokens else None
+    if match is None or not 1 <= int(match.group(1)) <= 10:
+        raise ValueError(f"{src_path}:{number}: expected a <RX_n> class token (n = 1..10) first, got {text!r}")
+    product = "".join(tokens[1:])
+    if not product:
+        raise ValueError(f"{src_path}:{number}: no product SMILES after the class token")
+    reactants = "".join(decode_line(target, f"{tgt_path}:{number}").split())
+    if not reactants:
+        raise ValueError(f"{tgt_path}:{number}: empty reactants line")
+    return ReactionRecord(reactants=reactants, product=product, reaction_class=int(match.group(1)))
+
+
+def _split_files(root: str | Path, split: str) -> tuple[Path, Path]:
+    if split not in USPTO50K_SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(USPTO50K_SPLITS)}")
+    return Path(root) / f"src-{split}.txt", Path(root) / f"tgt-{split}.txt"
+
+
+def scan_uspto50k(root: str | Path, split: str) -> list[tuple[str, ReactionRecord | str]]:
+    """Every line pair of ``{root}/src-{split}.txt`` and ``tgt-{split}.txt`` as (``src-<split>.txt:line``, its
+    record or why it is unusable), so a reader can keep a bad line as a failed row instead of stopping."""
+    src_path, tgt_path = _split_files(root, split)
+    sources, targets = _read_lines(src_path), _read_lines(tgt_path)
+    scanned: list[tuple[str, ReactionRecord | str]] = []
+    for number in range(1, max(len(sources), len(targets)) + 1):
+        source = sources[number - 1] if number <= len(sources) else None
+        target = targets[number - 1] if number <= len(targets) else None
+        try:
+            scanned.append((f"{src_path.name}:{number}", _parse_pair(src_path, tgt_path, number, source, target)))
+        except ValueError as err:
+            scanned.append((f"{src_path.name}:{number}", str(err)))
+    return scanned
 
 
 def read_uspto50k(root: str | Path, split: str) -> list[ReactionRecord]:
     """Read ``{root}/src-{split}.txt`` and ``tgt-{split}.txt`` (retrosynthesis direction).
 
     Each src line is a ``<RX_n>`` class token (n = 1..10) followed by the space-tokenised product; the
-    tgt line on the same line number is the space-tokenised reactants. Spaces are removed.
+    tgt line on the same line number is the space-tokenised reactants. Spaces are removed. The first bad
+    line (including a byte that is not UTF-8) raises a ``ValueError`` naming ``file:line``.
     """
-    if split not in USPTO50K_SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {', '.join(USPTO50K_SPLITS)}")
-    root = Path(root)
-    src_path, tgt_path = root / f"src-{split}.txt", root / f"tgt-{split}.txt"
+    src_path, tgt_path = _split_files(root, split)
     sources, targets = _read_lines(src_path), _read_lines(tgt_path)
     if len(sources) != len(targets):
         raise ValueError(
             f"{src_path} has {len(sources)} lines but {tgt_path} has {len(targets)}; they must pair line by line"
         )
-    records = []
-    for number, (source, target) in enumerate(zip(sources, targets, strict=True), 1):
-        tokens = source.split()
-        match = _CLASS_TOKEN.fullmatch(tokens[0]) if tokens else None
-        if match is None or not 1 <= int(match.group(1)) <= 10:
-            raise ValueError(
-                f"{src_path}:{number}: expected a <RX_n> class token (n = 1..10) first, got {source!r}"
-            )
-        product = "".join(tokens[1:])
-        if not product:
-            raise ValueError(f"{src_path}:{number}: no product SMILES after the class token")
-        reactants = "".join(target.split())
-        if not reactants:
-            raise ValueError(f"{tgt_path}:{number}: empty reactants line")
-        records.append(
-            ReactionRecord(reactants=reactants, product=product, reaction_class=int(match.group(1)))
-        )
-    return records
+    return [
+        _parse_pair(src_path, tgt_path, number, source, target)
+        for number, (source, target) in enumerate(zip(sources, targets, strict=True), 1)
+    ]
 
 
 def _split_reaction(text: str, where: str) -> tuple[str, str]:
@@ -90,21 +117,26 @@ def read_reaction_file(
     suffix = path.suffix.lower()
     rows: list[tuple[int, dict]] = []
     if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{number}: expected a JSON object per line")
-                rows.append((number, row))
+        for number, raw in enumerate(split_lines(path.read_bytes()), 1):
+            line = decode_line(raw, f"{path}:{number}")
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object per line")
+            rows.append((number, row))
     elif suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else delimiter)
-            rows = [(reader.line_num, row) for row in reader]
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else delimiter)
+        for row in reader:
+            texts = [v for v in (*row.keys(), *row.values()) if isinstance(v, str)]
+            byte = next(filter(None, map(undecodable_byte, texts)), None)
+            if byte is not None:
+                raise ValueError(f"{path}:{reader.line_num}: byte {byte} is not valid UTF-8; save the file as UTF-8")
+            rows.append((reader.line_num, row))
     else:
         raise ValueError(f"{path}: unsupported extension {suffix!r}; use .csv, .tsv or .jsonl")
     records = []

@@ -20,6 +20,7 @@ from tasks.config import TaskConfig, load_task
 from tasks.data.manifest import Row, read_rows
 from zoo.evaluation import scoring
 from zoo.evaluation.distributed import gather_outcome, is_main_process, shard_rows
+from zoo.evaluation.fields import check_rows
 from zoo.evaluation.runners import RUNNERS, Outcome
 
 PACKAGES = ("modalzoo", "torch", "transformers", "timm", "open-clip-torch", "rdkit", "torch-geometric", "torchaudio")
@@ -64,31 +65,26 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _score(task: TaskConfig, rows: list[Row], outcome: Outcome) -> tuple[dict[str, float], dict[int, float]]:
-    if outcome.metrics is not None:
-        coverage = sum(r.ok for r in rows) / len(rows)
-        metrics = {k: v * coverage if k in outcome.rate_keys else v for k, v in outcome.metrics.items()}
-        return metrics, outcome.per_row or {}
+def _score(task: TaskConfig, rows: list[Row], usable: list[Row], outcome: Outcome) -> tuple[dict[str, float], dict[int, float]]:
+    """Summary metrics over all ``rows`` (the ``usable`` ones ran; the others failed before) and per-row scores."""
+    coverage = len(usable) / len(rows)
     if task.kind == "multiple-choice":
         return _score_multiple_choice(task, rows, outcome)
-    if task.metric not in METRICS:
-        raise KeyError(f"task {task.name!r} names unknown metric {task.metric!r}; known: {', '.join(METRICS)}")
-    reference_column = task.column("reference")
-    for row in rows:
-        if row.ok and row.fields.get(reference_column) is None:
-            outcome.failures.setdefault(row.index, ("read", f"row has no {reference_column!r} field"))
-    usable = [r for r in rows if r.index not in outcome.failures or outcome.failures[r.index][0] != "read"]
+    if task.kind != "generate":  # the embedding kinds finish their own metrics over the rows they ran
+        metrics = {k: v * coverage if k in outcome.rate_keys else v for k, v in (outcome.metrics or {}).items()}
+        return metrics, outcome.per_row or {}
     per_row = dict.fromkeys((r.index for r in rows), 0.0)
     if not usable:
         return {}, per_row
     scores = METRICS[task.metric](
-        [outcome.predictions.get(r.index) for r in usable], [r.fields[reference_column] for r in usable], **task.metric_options
+        [outcome.predictions.get(r.index) for r in usable],
+        [r.fields[task.column("reference")] for r in usable],
+        **task.metric_options,
     )
     for row, score in zip(usable, scores.per_row, strict=True):
         per_row[row.index] = score
     for k, message in scores.unparsable.items():
         outcome.failures.setdefault(usable[k].index, ("generation", message))
-    coverage = len(usable) / len(rows)
     summary = {k: v * coverage if k in scores.rate_keys else v for k, v in scores.summary.items()}
     if coverage < 1:
         summary["scored_fraction"] = coverage
@@ -131,8 +127,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run ``task`` on the rows of ``data``; returns (and with ``output_dir`` writes) the results.
 
-    ``model`` is a model or a name for ``zoo.load``. Every row that fails (unreadable row, bad input,
-    unparsable output) is counted as wrong and listed under ``failures``; nothing is dropped.
+    ``model`` is a model or a name for ``zoo.load``. Every row that fails (unreadable line, missing or
+    ill-typed field, bad input, unparsable output) is counted as wrong and listed under ``failures`` with its
+    ``file:line``; nothing is dropped and no row can abort the run.
     """
     import torch
 
@@ -143,18 +140,20 @@ def evaluate(
     task = load_task(task, **task_overrides)
     data = Path(data)
     started = time.time()
+    if task.kind == "generate" and task.metric not in METRICS:
+        raise KeyError(f"task {task.name!r} names unknown metric {task.metric!r}; known: {', '.join(METRICS)}")
     rows = read_rows(task.reader, data, task.column("item"), task.modality)[:limit]
     if not rows:
         raise ValueError(f"{data} has no rows for task {task.name!r}")
-    readable = [r for r in rows if r.ok]
+    unusable = {r.index: ("read", r.error or "") for r in rows if not r.ok}
+    unusable |= {i: ("fields", message) for i, message in check_rows(task, rows).items()}
+    usable = [r for r in rows if r.index not in unusable]
     model.eval()
     with torch.no_grad():
-        outcome = RUNNERS[task.kind](model, task, shard_rows(task.kind, readable), batch_size, progress)
+        outcome = RUNNERS[task.kind](model, task, shard_rows(task.kind, usable), batch_size, progress)
     outcome = gather_outcome(task.kind, outcome)
-    for row in rows:
-        if not row.ok:
-            outcome.failures[row.index] = ("read", row.error or "")
-    metrics, per_row = _score(task, rows, outcome)
+    outcome.failures.update(unusable)
+    metrics, per_row = _score(task, rows, usable, outcome)
     results = {
         "task": task.to_dict(),
         "metrics": metrics,

@@ -11,6 +11,7 @@ from typing import Any
 
 MAX_ROWS = 500
 MAX_AUDIO_BYTES = 4_000_000
+MAX_DRAWN_SMILES = 500  # longer SMILES are shown as text: a drawing of them is unreadable and slow to make
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .5rem;vertical-align:top}
@@ -62,17 +63,25 @@ def _plots(results: dict[str, Any]) -> str:
     return "".join(f'<img alt="plot" src="data:image/png;base64,{b64}">' for b64 in images)
 
 
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except OSError:  # e.g. a name longer than the file system allows
+        return False
+
+
 def _image_cell(path: str) -> str:
-    from PIL import Image
+    """A thumbnail, decoded under the same pixel limit as evaluation, or why there is none."""
+    from encoders.base import InvalidInputError
+    from encoders.image.io import load_image
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            image.thumbnail((128, 128))
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-    except OSError as err:
+        image = load_image(path)
+    except InvalidInputError as err:
         return f'<span class="err">unreadable image: {html.escape(str(err))}</span>'
+    image.thumbnail((128, 128))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
     return f'<img class="thumb" alt="input" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
@@ -80,6 +89,8 @@ def _molecule_cell(smiles: str) -> str:
     from rdkit import Chem, RDLogger
     from rdkit.Chem.Draw import rdMolDraw2D
 
+    if len(smiles) > MAX_DRAWN_SMILES:
+        return f"<code>{html.escape(smiles[:MAX_DRAWN_SMILES])}...</code>"
     RDLogger.DisableLog("rdApp.*")
     molecule = Chem.MolFromSmiles(smiles)
     if molecule is None:
@@ -94,7 +105,7 @@ def _molecule_cell(smiles: str) -> str:
 
 def _audio_cell(path: str) -> str:
     file = Path(path)
-    if not file.is_file() or file.stat().st_size > MAX_AUDIO_BYTES:
+    if not _is_file(path) or file.stat().st_size > MAX_AUDIO_BYTES:
         return f"<code>{html.escape(path)}</code>"
     mime = {".flac": "audio/flac", ".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}.get(file.suffix, "audio/wav")
     data = base64.b64encode(file.read_bytes()).decode()
@@ -104,7 +115,7 @@ def _audio_cell(path: str) -> str:
 def _input_cell(modality: str | None, item: Any) -> str:
     if item is None:
         return ""
-    if modality == "image" and isinstance(item, str) and Path(item).is_file():
+    if modality == "image" and isinstance(item, str) and _is_file(item):
         return _image_cell(item)
     if modality in ("molecule_graph", "smiles") and isinstance(item, str) and ">" not in item:
         return _molecule_cell(item)

@@ -1,8 +1,8 @@
 """The four ways a task asks a model: generate, score options, retrieve, classify zero-shot.
 
-Each runner takes the model, the task, the readable rows and a batch size, and returns an ``Outcome``:
-one prediction per row (``None`` for a failed row), the failures with their stage, and for the
-embedding tasks the finished metrics.
+Each runner takes the model, the task, the rows that passed the field checks (``zoo.evaluation.fields``) and a
+batch size, and returns an ``Outcome``: one prediction per row (``None`` for a failed row), the failures with
+their stage, and for the embedding tasks the finished metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from tasks.config import TaskConfig
 from tasks.data.manifest import Row
 from zoo.evaluation.batching import build_isolating, chunks, embed_isolating
+from zoo.evaluation.retrieval import captions_of, is_rate, score_retrieval
 
 
 @dataclass
@@ -124,81 +125,68 @@ def _embed_rows(model: Any, modality: str, values: Sequence[tuple[int, Any]], ba
 
 
 def run_retrieval(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
-    """Item <-> text retrieval over the rows (each row: one item, one or more captions)."""
-    from tasks.metrics import retrieval_metrics
-
+    """Item <-> text retrieval over the rows (each row: one item, one or more captions); every item and caption
+    keeps a stable id, and a row whose item or any caption fails is listed and scored as a miss."""
     outcome = Outcome()
-    captions: list[str] = []
-    caption_owner: list[int] = []
-    for row in rows:
-        texts = row.fields[task.column("reference")]
-        for text in [texts] if isinstance(texts, str) else texts:
-            captions.append(text)
-            caption_owner.append(row.index)
+    captions = captions_of(rows, task.column("reference"))
     bar = _progress(len(rows) + len(captions), f"{task.name}: embed", progress)
     items = _embed_rows(model, task.modality, [(r.index, r.fields[task.column("item")]) for r in rows], batch_size, outcome, bar)
-    texts = _embed_rows(model, "text", list(enumerate(captions)), batch_size, Outcome(), bar)
+    texts, failed = embed_isolating(
+        [(c.id, c.text) for c in captions],
+        lambda values: model.processor("text", values),
+        lambda batch: model.embed_processed("text", batch.inputs),
+        batch_size,
+        on_chunk=bar.update,
+    )
     bar.close()
-    ok_items = sorted(items)
-    item_pos = {i: k for k, i in enumerate(ok_items)}
-    caption_ids = sorted(texts)
-    text_matrix = torch.stack([texts[c] for c in caption_ids])
-    metrics: dict[str, float] = {}
-    per_row = dict.fromkeys((r.index for r in rows), 0.0)
-    if ok_items:
-        item_matrix = torch.stack([items[i] for i in ok_items])
-        positives = [[c for c, owner in enumerate(caption_owner) if owner == i] for i in ok_items]
-        forward = retrieval_metrics(item_matrix, text_matrix, positives, **task.metric_options)
-        reachable = [c for c in caption_ids if caption_owner[c] in item_pos]
-        backward = retrieval_metrics(
-            text_matrix[reachable], item_matrix, [[item_pos[caption_owner[c]]] for c in reachable], **task.metric_options
-        ) if reachable else {}
-        scale_items, scale_texts = len(ok_items) / len(rows), len(reachable) / len(captions)
-        for name, value in forward.items():
-            metrics[f"{task.modality}_to_text/{name}"] = value * scale_items if _is_rate(name) else value
-        for name, value in backward.items():
-            metrics[f"text_to_{task.modality}/{name}"] = value * scale_texts if _is_rate(name) else value
-        top1 = (item_matrix @ text_matrix.T).argmax(1).tolist()
-        per_row.update({i: float(caption_owner[top1[k]] == i) for k, i in enumerate(ok_items)})
-    outcome.metrics = metrics
-    outcome.per_row = per_row
-    outcome.rate_keys = tuple(k for k in metrics if _is_rate(k.split("/")[-1]))
-    outcome.predictions = {i: f"top-1 caption: {captions[top1[k]]!r}" for k, i in enumerate(ok_items)} if ok_items else {}
+    for caption in captions:
+        if caption.id in failed:
+            outcome.failures.setdefault(caption.owner, ("text input", f"caption {caption.text!r:.60}: {failed[caption.id]}"))
+    scores = score_retrieval([r.index for r in rows], captions, items, texts, task.modality, task.metric_options)
+    outcome.metrics = scores.metrics
+    outcome.per_row = scores.per_row
+    outcome.rate_keys = tuple(k for k in scores.metrics if is_rate(k.split("/")[-1]))
+    outcome.predictions = {i: f"top-1 caption: {c.text!r}" for i, c in scores.top1.items()}
     return outcome
 
 
-def _is_rate(name: str) -> bool:
-    """Recall and mAP average over queries (a failed query contributes 0); ranks do not scale."""
-    return name.startswith(("recall", "mAP"))
-
-
 def run_zero_shot_classification(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
-    """Classify items against ``class_names`` × ``class_templates`` text embeddings (template ensemble)."""
-    from tasks.metrics import ensemble_class_embeddings
+    """Classify items against ``class_names`` x ``class_templates`` text embeddings (template ensemble).
+
+    Without ``class_names`` the classes are the labels of the rows whose item embedded, so a failing row can
+    never add a class and move another row's prediction. A failed row is wrong and stays in every denominator."""
+    from tasks.metrics import ensemble_class_embeddings, topk_lower_index_wins
 
     outcome = Outcome()
-    classes = task.class_names or sorted({str(r.fields[task.column("label")]) for r in rows})
-    prompts = [t.format(c) for c in classes for t in task.class_templates]
-    bar = _progress(len(rows) + len(prompts), f"{task.name}: embed", progress)
-    text = _embed_rows(model, "text", list(enumerate(prompts)), batch_size, Outcome(), bar)
-    class_matrix = ensemble_class_embeddings(torch.stack([text[i] for i in range(len(prompts))]).view(len(classes), len(task.class_templates), -1))
+    bar = _progress(len(rows), f"{task.name}: embed", progress)
     items = _embed_rows(model, task.modality, [(r.index, r.fields[task.column("item")]) for r in rows], batch_size, outcome, bar)
+    labels = {r.index: str(r.fields[task.column("label")]) for r in rows}
+    classes = task.class_names or sorted({labels[i] for i in items})
+    prompts = [t.format(c) for c in classes for t in task.class_templates]
+    bar.total += len(prompts)
+    text = _embed_rows(model, "text", list(enumerate(prompts)), batch_size, Outcome(), bar)
     bar.close()
-    labels = {r.index: classes.index(str(r.fields[task.column("label")])) if str(r.fields[task.column("label")]) in classes else -1 for r in rows}
-    top5: dict[int, list[int]] = {i: (v @ class_matrix.T).topk(min(5, len(classes))).indices.tolist() for i, v in items.items()}
-    n = len(rows)
-    predicted = {r.index: top5[r.index][0] if r.index in top5 else -1 for r in rows}  # a failed row is wrong
-    present = sorted({c for c in labels.values() if c >= 0})
-    recalls = [
-        sum(predicted[i] == c for i in labels if labels[i] == c) / sum(labels[i] == c for i in labels) for c in present
-    ]
+    if len(text) < len(prompts):
+        missing = [prompts[i] for i in range(len(prompts)) if i not in text]
+        raise ValueError(f"task {task.name!r}: the text tower rejects the class prompts {missing[:3]}; fix class_templates")
+    outcome.per_row = dict.fromkeys(labels, 0.0)
+    if not items:
+        return outcome
+    class_matrix = ensemble_class_embeddings(torch.stack([text[i] for i in range(len(prompts))]).view(len(classes), len(task.class_templates), -1))
+    ids = list(items)
+    _, ranked = topk_lower_index_wins(torch.stack([items[i] for i in ids]) @ class_matrix.T, min(5, len(classes)))
+    top5 = dict(zip(ids, ranked.tolist(), strict=True))
+    truth = {i: classes.index(label) if label in classes else -1 for i, label in labels.items()}
+    right = {i: i in top5 and top5[i][0] == truth[i] for i in labels}  # a failed row is wrong
+    present = sorted({c for c in truth.values() if c >= 0})
+    recalls = [sum(right[i] for i in truth if truth[i] == c) / sum(truth[i] == c for i in truth) for c in present]
     outcome.metrics = {
-        "acc@1": sum(predicted[i] == labels[i] for i in labels) / n,
-        "acc@5": sum(labels[i] in top5.get(i, []) for i in labels) / n,
-        "mean_per_class_recall": sum(recalls) / len(recalls) if recalls else 0.0,
+        "acc@1": sum(right.values()) / len(rows),
+        "acc@5": sum(truth[i] in top5.get(i, []) for i in labels) / len(rows),
+        "mean_per_class_recall": sum(recalls) / len(recalls),
     }
     outcome.rate_keys = ("acc@1", "acc@5")
-    outcome.per_row = {i: float(predicted[i] == labels[i]) for i in labels}
+    outcome.per_row = {i: float(r) for i, r in right.items()}
     outcome.predictions = {i: classes[t[0]] for i, t in top5.items()}
     return outcome
 
@@ -206,22 +194,22 @@ def run_zero_shot_classification(model: Any, task: TaskConfig, rows: Sequence[Ro
 def run_linear_probe(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
     """Frozen features -> logistic-regression probe on a scaffold split (MoleculeNet protocol); test ROC-AUC.
 
-    Label columns: ``metric_options.label_columns`` (default: every column but the item); empty cells are
-    missing labels. Items that fail go to the test split with an uninformative score, so they count."""
+    Label columns: ``metric_options.label_columns`` (default: every column but the item and the id); empty
+    cells are missing labels. Items that fail go to the test split with an uninformative score, so they count."""
     import numpy as np
 
+    from zoo.evaluation.fields import probe_label, probe_label_columns
     from zoo.evaluation.probe import embed_items, linear_probe, scaffold_splits_keeping_failures
 
-    item_column = task.column("item")
-    columns = task.metric_options.get("label_columns") or [c for c in rows[0].fields if c not in (item_column, task.column("id"))]
-    labels = np.array(
-        [[float(r.fields[c]) if str(r.fields.get(c, "")).strip() != "" else np.nan for c in columns] for r in rows]
-    )
-    items = [r.fields[item_column] for r in rows]
+    outcome = Outcome()
+    if not rows:
+        return outcome
+    columns = probe_label_columns(task, rows[0])
+    labels = np.array([[probe_label(r.fields.get(c), c) for c in columns] for r in rows])
+    items = [r.fields[task.column("item")] for r in rows]
     features, failed = embed_items(model, items, batch_size)
     splits = scaffold_splits_keeping_failures(items, failed)
     result = linear_probe(features, labels, splits, failed)
-    outcome = Outcome()
     outcome.failures = {rows[i].index: ("input", message) for i, message in failed.items()}
     outcome.metrics = {"test_roc_auc": result.test_roc_auc, "valid_roc_auc": result.valid_roc_auc, "l2": result.l2,
                        "num_tasks": labels.shape[1], "train_valid_test": "/".join(map(str, result.split_sizes))}
