@@ -17,9 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
-import zoo
 from encoders.base import InvalidInputError
-from tests.helpers import dual_encoder_spec
 from zoo.evaluation.evaluate import evaluate
 
 COLOURS = ("red", "green", "blue", "yellow")
@@ -35,16 +33,6 @@ def write_bomb(path: Path, width: int = 100_000, height: int = 100_000) -> None:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return zoo.build(dual_encoder_spec()).eval()
-
-
-@pytest.fixture(scope="module")
-def vlm():
-    return zoo.build("tiny-test-vlm").eval()
 
 
 @pytest.fixture(scope="module")

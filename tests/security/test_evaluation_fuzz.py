@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 import zoo
-from tests.helpers import dual_encoder_spec
 from tests.security.test_evaluation_attacks import write_bomb
 from zoo.evaluation.evaluate import evaluate
 
@@ -32,16 +31,6 @@ TINY_GCN = {"type": "encoder", "modality": "molecule_graph",
             "encoder": {"type": "gnn", "config": {"gnn_type": "gcn", "num_layers": 2, "hidden_size": 16}}}
 MULTIPLE_CHOICE = {"modality": "image", "prompt_template": "{placeholder} {question} Answer:",
                    "fields": {"item": "image", "prompt": "question", "options": "options", "answer": "answer"}}
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return zoo.build(dual_encoder_spec()).eval()
-
-
-@pytest.fixture(scope="module")
-def vlm():
-    return zoo.build("tiny-test-vlm").eval()
 
 
 @pytest.fixture(scope="module")
