@@ -13,7 +13,11 @@ from string import Formatter
 from typing import Any
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-KINDS: tuple[str, ...] = ("generate", "multiple-choice", "retrieval", "zero-shot-classification", "linear-probe")
+KINDS: tuple[str, ...] = (
+    "generate", "predict", "multiple-choice", "retrieval", "zero-shot-classification", "linear-probe"
+)
+# kinds whose model output is a (ranked) answer per row, scored by a metric from tasks.metrics
+ANSWER_KINDS: tuple[str, ...] = ("generate", "predict")
 
 
 class TaskConfigError(ValueError):

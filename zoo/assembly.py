@@ -15,6 +15,7 @@ from zoo.spec import (
     ModelSpec,
     MultimodalLMSpec,
     SpecError,
+    TemplateModelSpec,
     config_to_dict,
     make_config,
 )
@@ -76,6 +77,8 @@ def build_model(
             return _build_dual_encoder(spec, load_pretrained, saved_processor, saved_dir)
         if isinstance(spec, EncoderSpec):
             return _build_encoder_model(spec, load_pretrained, saved_processor, saved_dir)
+        if isinstance(spec, TemplateModelSpec):
+            return _build_template_model(spec, load_pretrained, saved_processor, saved_dir)
     raise SpecError(f"cannot build a spec of type {type(spec).__name__}")
 
 
@@ -137,12 +140,29 @@ def _build_dual_encoder(
     return DualEncoder(spec, towers, text_tower, ProcessorSet(processors))
 
 
-def _build_encoder_model(
-    spec: EncoderSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, saved_dir: Path | None
-) -> Any:
-    from zoo.models.encoder_model import EncoderModel
+def _single_encoder(
+    spec: EncoderSpec | TemplateModelSpec, load_pretrained: bool, saved: Mapping[str, Any] | None,
+    saved_dir: Path | None,
+) -> tuple[Any, Any]:
+    """The one encoder of an encoder or template model and its processor set."""
     from zoo.processing import ProcessorSet
 
     encoder = _encoder(spec.encoder, "spec.encoder", spec.modality, load_pretrained)
     _check_drift(saved, {spec.modality: encoder})
-    return EncoderModel(spec, encoder, ProcessorSet({spec.modality: _processor_for(encoder, spec.modality, saved_dir)}))
+    return encoder, ProcessorSet({spec.modality: _processor_for(encoder, spec.modality, saved_dir)})
+
+
+def _build_encoder_model(
+    spec: EncoderSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, saved_dir: Path | None
+) -> Any:
+    from zoo.models.encoder_model import EncoderModel
+
+    return EncoderModel(spec, *_single_encoder(spec, load_pretrained, saved, saved_dir))
+
+
+def _build_template_model(
+    spec: TemplateModelSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, saved_dir: Path | None
+) -> Any:
+    from zoo.models.template_model import TemplateModel
+
+    return TemplateModel(spec, *_single_encoder(spec, load_pretrained, saved, saved_dir))

@@ -157,6 +157,7 @@ def save_pretrained(model: Any, directory: str | Path) -> Path:
     try:
         save_model(model, str(staging / WEIGHTS_FILE))
         model.processor.save_pretrained(staging)
+        assets = _write_assets(model, staging)
         meta = getattr(model, "card_meta", {})
         config = {
             "modalzoo_format": FORMAT_VERSION,
@@ -166,6 +167,7 @@ def save_pretrained(model: Any, directory: str | Path) -> Path:
             "processor": model.processor.config_dict(),
             "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(staging / WEIGHTS_FILE),
                         "dtypes": floating_dtypes(model)},
+            "assets": assets,
             "files": sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()) + [CONFIG_FILE, CARD_FILE],
         }
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -182,6 +184,19 @@ def save_pretrained(model: Any, directory: str | Path) -> Path:
         if staging.exists():
             shutil.rmtree(staging)
     return directory
+
+
+def _write_assets(model: Any, staging: Path) -> dict[str, str]:
+    """Write the model's assets (files its weights need, e.g. a template library) beside the weights;
+    returns ``{name: sha256}`` for config.json, so loading checks them like the weights."""
+    from tasks.paths import confined
+
+    written = {}
+    for name, data in getattr(model, "assets", dict)().items():
+        path = confined(staging, name, "model asset")
+        path.write_bytes(data)
+        written[name] = sha256_file(path)
+    return written
 
 
 def publish_directory(staging: Path, directory: Path) -> None:

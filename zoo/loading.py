@@ -19,7 +19,7 @@ from zoo.cards import ModelCard, card
 from zoo.errors import ModelNotFoundError, WeightsError
 from zoo.io import CONFIG_FILE, load_safetensors, load_state_strict, place_model
 from zoo.spec import ModelSpec, SpecError, spec_from_dict
-from zoo.weights import source_state
+from zoo.weights import fetch_weights, source_state
 from zoo.weights.sources import DECLARABLE_DTYPES, hub_file
 from zoo.weights.verify import check_sha256_field, verify_sha256
 
@@ -144,8 +144,11 @@ def _load_card(
 
         model = build_model(spec, load_pretrained=False)
         state: dict[str, Any] = {}
+        folder = Path(weights_dir) if weights_dir is not None else None
         for source in model_card.weights:
-            tensors = source_state(source, Path(weights_dir) if weights_dir is not None else None)
+            if source.format == "asset":
+                continue
+            tensors = source_state(source, folder)
             if twice := sorted(state.keys() & tensors.keys()):
                 raise WeightsError(
                     f"{source.file} repeats {len(twice)} key(s) of an earlier weight file: {', '.join(twice[:10])}"
@@ -153,6 +156,9 @@ def _load_card(
             state.update(tensors)
         declared = {getattr(torch, s.dtype) for s in model_card.weights if s.dtype}
         load_state_strict(model, state, f"the weights of {model_card.name}", declared, allow_dtype_cast)
+        for source in model_card.weights:
+            if source.format == "asset":
+                model.load_asset(source.asset, fetch_weights(source, folder).read_bytes())
     model.card_meta = _card_meta(model_card)
     return place_model(model, device, dtype)
 
@@ -181,6 +187,10 @@ def load_directory(
     )
     declared = {getattr(torch, name) for name in record.get("dtypes", [])}
     load_state_strict(model, load_safetensors(weights), str(weights), declared, allow_dtype_cast)
+    for name, digest in config.get("assets", {}).items():
+        path = confined(directory, name, f"{config_path} assets")
+        verify_sha256(path, check_sha256_field(digest, f"{config_path} assets.{name}"))
+        model.load_asset(name, path.read_bytes())
     model.card_meta = {"name": config.get("name", directory.name)}
     return place_model(model, device, dtype)
 
@@ -193,6 +203,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise WeightsError(f"{path} is not valid JSON ({err}); save the model again") from err
     if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("spec", "weights")):
         raise WeightsError(f"{path} lacks the 'spec' and 'weights' mappings save_pretrained writes; save it again")
+    if not isinstance(config.get("assets", {}), dict):
+        raise WeightsError(f"{path} assets must map file names to sha256, got {config['assets']!r}")
     dtypes = config["weights"].get("dtypes", [])
     if not isinstance(dtypes, list) or any(d not in DECLARABLE_DTYPES for d in dtypes):
         raise WeightsError(f"{path} weights.dtypes must list names from {', '.join(DECLARABLE_DTYPES)}, got {dtypes!r}")

@@ -195,11 +195,54 @@ class EncoderSpec:
         )
 
 
-ModelSpec = MultimodalLMSpec | DualEncoderSpec | EncoderSpec
+@dataclass(frozen=True)
+class TemplateModelSpec:
+    """A molecule encoder -> MLP head -> logits over a reaction-template library (the NeuralSym / LocalRetro
+    idea). ``direction`` is ``retro`` (product -> reactants) or ``forward`` (reactants -> product); at
+    prediction the ``templates_per_item`` most likely templates are applied and their outcomes ranked."""
+
+    modality: str
+    encoder: ComponentSpec
+    num_templates: int
+    direction: str = "retro"
+    hidden_sizes: list[int] = field(default_factory=lambda: [1024])
+    dropout: float = 0.3
+    templates_per_item: int = 50
+    seed: int = 0
+    type: str = "template-classifier"
+
+    DIRECTIONS: ClassVar[tuple[str, ...]] = ("retro", "forward")
+
+    def __post_init__(self) -> None:
+        if self.direction not in self.DIRECTIONS:
+            raise SpecError(f"unknown spec.direction {self.direction!r}; allowed: {', '.join(self.DIRECTIONS)}")
+        if self.num_templates < 1 or self.templates_per_item < 1 or any(h < 1 for h in self.hidden_sizes):
+            raise SpecError("spec.num_templates, templates_per_item and every hidden size must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SpecError(f"spec.dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TemplateModelSpec:
+        allowed, required = _field_names(cls)
+        _check_keys(data, allowed, "spec", required)
+        return cls(
+            modality=str(data["modality"]),
+            encoder=ComponentSpec.from_dict(data["encoder"], "spec.encoder"),
+            num_templates=int(data["num_templates"]),
+            direction=str(data.get("direction", "retro")),
+            hidden_sizes=[int(h) for h in data.get("hidden_sizes", [1024])],
+            dropout=float(data.get("dropout", 0.3)),
+            templates_per_item=int(data.get("templates_per_item", 50)),
+            seed=int(data.get("seed", 0)),
+        )
+
+
+ModelSpec = MultimodalLMSpec | DualEncoderSpec | EncoderSpec | TemplateModelSpec
 SPEC_TYPES: dict[str, type] = {
     "multimodal-lm": MultimodalLMSpec,
     "dual-encoder": DualEncoderSpec,
     "encoder": EncoderSpec,
+    "template-classifier": TemplateModelSpec,
 }
 
 

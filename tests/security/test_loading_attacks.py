@@ -411,3 +411,25 @@ def test_files_written_atomically_get_the_umask_permissions_not_0600(tmp_path):
 
     atomic_write(tmp_path / "results.json", lambda tmp: tmp.write_text("{}"))
     assert (tmp_path / "results.json").stat().st_mode & 0o777 == default_file_mode() != 0o600
+
+
+def test_config_json_assets_cannot_leave_the_model_directory(sandbox):
+    model_dir = sandbox / "model"
+    zoo.build(TINY_GCN).save_pretrained(model_dir)
+    (sandbox / "outside.json").write_text("{}")
+    config = json.loads((model_dir / "config.json").read_text())
+    config["assets"] = {"../outside.json": sha256_file(sandbox / "outside.json")}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsafePathError, match="outside.json"):
+        zoo.load(model_dir)
+
+
+@pytest.mark.parametrize("entry, match", [
+    ({"format": "asset"}, "both or neither"),
+    ({"asset": "templates.json"}, "both or neither"),
+    ({"format": "asset", "asset": "../templates.json"}, r"contains '\.\.'"),
+    ({"format": "asset", "asset": "templates.json", "key_map": "llava"}, "takes no key_map"),
+])
+def test_a_card_asset_entry_is_checked(sandbox, entry, match):
+    with pytest.raises((SpecError, UnsafePathError), match=match):
+        hostile_card([{"file": "t.json", "sha256": "0" * 64, "url": "https://example.org/t.json", **entry}])

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from tasks.config import TaskConfig, load_task
+from tasks.config import ANSWER_KINDS, TaskConfig, load_task
 from tasks.data.manifest import Row, read_rows
 from zoo.evaluation import scoring
 from zoo.evaluation.distributed import gather_outcome, is_main_process, shard_rows
@@ -70,7 +70,7 @@ def _score(task: TaskConfig, rows: list[Row], usable: list[Row], outcome: Outcom
     coverage = len(usable) / len(rows)
     if task.kind == "multiple-choice":
         return _score_multiple_choice(task, rows, outcome)
-    if task.kind != "generate":  # the embedding kinds finish their own metrics over the rows they ran
+    if task.kind not in ANSWER_KINDS:  # the embedding kinds finish their own metrics over the rows they ran
         metrics = {k: v * coverage if k in outcome.rate_keys else v for k, v in (outcome.metrics or {}).items()}
         return metrics, outcome.per_row or {}
     per_row = dict.fromkeys((r.index for r in rows), 0.0)
@@ -140,7 +140,7 @@ def evaluate(
     task = load_task(task, **task_overrides)
     data = Path(data)
     started = time.time()
-    if task.kind == "generate" and task.metric not in METRICS:
+    if task.kind in ANSWER_KINDS and task.metric not in METRICS:
         raise KeyError(f"task {task.name!r} names unknown metric {task.metric!r}; known: {', '.join(METRICS)}")
     rows = read_rows(task.reader, data, task.column("item"), task.modality)[:limit]
     if not rows:

@@ -115,6 +115,17 @@ def _generate(task: TaskConfig, row: Row) -> None:
         check(value, repr(column))
 
 
+def _predict(task: TaskConfig, row: Row) -> None:
+    item = _present(row, task.column("item"), "the input molecule")
+    if not isinstance(item, str) or not item.strip():
+        raise ValueError(f"{task.column('item')!r} must be a non-empty SMILES string, got {_kind(item)}")
+    column = task.column("reference")
+    check = REFERENCE_CHECKS.get(task.metric)
+    value = _present(row, column, "the reference answer")
+    if check is not None:
+        check(value, repr(column))
+
+
 def _multiple_choice(task: TaskConfig, row: Row) -> None:
     _prompt(task, row)
     column = task.column("options")
@@ -176,6 +187,7 @@ def _linear_probe(task: TaskConfig, row: Row) -> None:
 
 KIND_CHECKS: dict[str, Callable[[TaskConfig, Row], None]] = {
     "generate": _generate,
+    "predict": _predict,
     "multiple-choice": _multiple_choice,
     "retrieval": _retrieval,
     "zero-shot-classification": _zero_shot,

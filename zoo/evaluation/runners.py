@@ -69,6 +69,23 @@ def run_generate(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: 
     return outcome
 
 
+def run_predict(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
+    """A model's own ranked answers (``model.predict(items, top_k)``, e.g. a template model's reactant sets);
+    a batch that fails is retried row by row so each failure is pinned on its row."""
+    outcome = Outcome()
+    top_k = int(task.generation.get("top_k", 10))
+    bar = _progress(len(rows), f"{task.name}: predict", progress)
+    column = task.column("item")
+    for chunk in chunks(rows, batch_size):
+        ranked, good, failed = build_isolating(chunk, lambda rs: model.predict([r.fields[column] for r in rs], top_k))
+        _record(outcome, failed, "input")
+        for row, candidates in zip(good, ranked or [], strict=True):
+            outcome.predictions[row.index] = [candidate.smiles for candidate in candidates]
+        bar.update(len(chunk))
+    bar.close()
+    return outcome
+
+
 def answer_log_likelihoods(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of log-probabilities of the answer tokens of each row, and how many answer tokens it has."""
     labels = batch["labels"]
@@ -222,6 +239,7 @@ def run_linear_probe(model: Any, task: TaskConfig, rows: Sequence[Row], batch_si
 RUNNERS = {
     "linear-probe": run_linear_probe,
     "generate": run_generate,
+    "predict": run_predict,
     "multiple-choice": run_multiple_choice,
     "retrieval": run_retrieval,
     "zero-shot-classification": run_zero_shot_classification,

@@ -23,7 +23,7 @@ __all__ = ["WeightSource", "fetch_weights", "source_state"]
 
 
 def fetch_weights(source: WeightSource, weights_dir: Path | None = None) -> Path:
-    """A verified safetensors file for ``source``: from ``weights_dir`` when the file is there, else from the
+    """A verified local file for ``source`` (safetensors, or an asset as it is): from ``weights_dir`` when the file is there, else from the
     first of its sources that has it. Every copy must have the card's sha256; a pickle is converted (once, and
     the converted copy checked on every call)."""
     path = in_weights_dir(source, weights_dir) if weights_dir is not None else None
@@ -38,7 +38,7 @@ def fetch_weights(source: WeightSource, weights_dir: Path | None = None) -> Path
                 "put the file there"
             ) from err
     verify_sha256(path, source.sha256)
-    if source.format == "safetensors":
+    if source.format in ("safetensors", "asset"):
         return path
     assert source.key_map is not None  # a pickle source without one is refused when it is made
     return cached_conversion(path, source.sha256, source.key_map, cache_dir() / "converted")

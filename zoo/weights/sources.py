@@ -23,7 +23,7 @@ from zoo.spec import SpecError
 from zoo.weights.key_maps import check_key_map_name
 from zoo.weights.verify import check_sha256_field, verify_sha256
 
-FORMATS = ("safetensors", "torch-pickle")
+FORMATS = ("safetensors", "torch-pickle", "asset")
 DECLARABLE_DTYPES = ("float16", "bfloat16", "float32", "float64")
 URL_SCHEMES = ("https", "http")
 
@@ -37,7 +37,8 @@ class WeightSource:
     (``zoo.registry`` kind ``key_map``) naming every key of the file (``{its key: ours, or None to drop it}``);
     a safetensors file from another library's layout (e.g. one shard of a transformers checkpoint) is renamed
     through it on load. ``prefix`` is prepended to the (renamed) keys (a file that holds one component's
-    weights). ``dtype`` declares the floating dtype the file stores when it differs from the model's (e.g.
+    weights). ``format: asset`` is a file the weights need besides tensors (a template library), handed to
+    the model as ``asset`` (its name, e.g. ``templates.json``) after its sha256 is checked. ``dtype`` declares the floating dtype the file stores when it differs from the model's (e.g.
     ``float16`` Hub weights); those tensors are cast on load, and any other dtype mismatch is an error.
     Sources: ``hf_repo`` (+ ``hf_filename``, ``revision``), ``package`` (an installed distribution that ships
     the file; ``file`` is then its path inside it), ``bundled`` (the file ships in this package's
@@ -58,12 +59,13 @@ class WeightSource:
     key_map: str | None = None
     prefix: str = ""
     dtype: str | None = None
+    asset: str | None = None
 
     def __post_init__(self) -> None:
         what = f"weight file {self.file!r}"
         check_relative_name(self.file, what)
         object.__setattr__(self, "sha256", check_sha256_field(self.sha256, what))
-        for name in ("url", "hf_repo", "hf_filename", "revision", "package", "key_map", "dtype"):
+        for name in ("url", "hf_repo", "hf_filename", "revision", "package", "key_map", "dtype", "asset"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise SpecError(f"{what}: {name} must be a string, got {type(value).__name__} {value!r}")
@@ -75,6 +77,12 @@ class WeightSource:
             raise SpecError(f"{what}: unknown weight format {self.format!r}; allowed: {', '.join(FORMATS)}")
         if self.dtype is not None and self.dtype not in DECLARABLE_DTYPES:
             raise SpecError(f"{what}: dtype {self.dtype!r} is not one of {', '.join(DECLARABLE_DTYPES)}")
+        if (self.format == "asset") != (self.asset is not None):
+            raise SpecError(f"{what}: an asset names itself with format: asset and asset: NAME, both or neither")
+        if self.asset is not None:
+            check_relative_name(self.asset, f"{what} asset")
+            if self.key_map or self.prefix or self.dtype:
+                raise SpecError(f"{what}: an asset is not tensors, so it takes no key_map, prefix or dtype")
         if self.hf_filename is not None:
             check_relative_name(self.hf_filename, f"{what} hf_filename")
         if self.key_map is not None:
