@@ -321,3 +321,17 @@ def test_benchmark_prints_every_row(shared_dir: Path, tmp_path: Path) -> None:
                   "apply_retro, ", "rdchiralRunText (baseline), ", "apply_forward, "):  # fmt: skip
         assert any(line.startswith(label) for line in lines), f"row {label!r} missing from:\n{result.stdout}"
     assert "(cold before)" in lines[3] and "(cache present before)" in lines[4], result.stdout
+
+
+def test_row_templates_are_cached_in_row_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = list(read_mapped_reactions(FIXTURE))
+    library, rows = templates.templated_rows(FIXTURE, tmp_path, progress=False)
+    assert rows == [e.template for e in extract_templates(records, progress=False)]
+    assert all(library.index(t) is not None for t in rows if t is not None)
+    monkeypatch.setattr(templates, "extract_templates", _refuse_extraction)
+    assert templates.templated_rows(FIXTURE, tmp_path, progress=False) == (library, rows)
+    monkeypatch.undo()
+    rows_file = next(tmp_path.glob("*.rows.json"))
+    rows_file.write_text(rows_file.read_text().replace("null", '"x"', 1) if "null" in rows_file.read_text() else "[]")
+    with pytest.warns(UserWarning, match="row templates .* corrupt"):
+        assert templates.templated_rows(FIXTURE, tmp_path, progress=False)[1] == rows

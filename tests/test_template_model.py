@@ -142,3 +142,19 @@ def test_fit_counts_every_reaction_it_leaves_out(library, records):
     untemplated = templates.count(None)
     assert fit.skipped == {"template not in the library": 1, "invalid input molecule": 1, "no template": untemplated + 1}
     assert fit.examples == len(records) - untemplated
+
+
+def test_a_template_head_recipe_checks_the_library_size_and_reports_its_fit(library, tmp_path, monkeypatch):
+    from zoo.spec import SpecError
+    from zoo.training.templates import train_from_recipe
+
+    monkeypatch.setenv("MODALZOO_CACHE", str(tmp_path / "cache"))
+    settings = {"epochs": 2, "batch_size": 8, "progress": False}
+    with pytest.raises(SpecError, match=f"set num_templates to {len(library)}"):
+        train_from_recipe(zoo.build({**spec(library), "num_templates": 3}), FIXTURE, settings, tmp_path / "run")
+    with pytest.raises(SpecError, match="unknown setting"):
+        train_from_recipe(zoo.build(spec(library)), FIXTURE, {"epochz": 2}, tmp_path / "run")
+    model = train_from_recipe(zoo.build(spec(library)), FIXTURE, settings, tmp_path / "run")
+    assert model.library.templates == library.templates and list((tmp_path / "cache" / "templates").glob("*.rows.json"))
+    fit = json.loads((tmp_path / "run" / "fit.json").read_text())
+    assert fit["library"] == len(library) and fit["examples"] + sum(fit["skipped"].values()) == 23

@@ -187,12 +187,12 @@ def recipe_cmd(
     from zoo.training import TrainingError
 
     try:
-        target, sha256 = run_recipe(name, data_root, output_dir or f"runs/{name}", weights_dir,
-                                    **_parse_overrides(settings))
+        written = run_recipe(name, data_root, output_dir or f"runs/{name}", weights_dir, **_parse_overrides(settings))
     except TrainingError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from err
-    typer.echo(f"wrote {target}\nsha256 {sha256} (put it in the card's weights entry for {target.name})")
+    for target, sha256 in written:
+        typer.echo(f"wrote {target}\nsha256 {sha256} (put it in the card's weights entry for {target.name})")
 
 
 @app.command("demo")

@@ -33,6 +33,7 @@ class Recipe:
     init: dict[str, str] = field(default_factory=dict)
     validation_data: str | None = None
     task_overrides: dict[str, Any] = field(default_factory=dict)
+    export_dtype: str | None = None
 
     @classmethod
     def from_card(cls, name: str) -> Recipe:
@@ -82,8 +83,10 @@ def _submodule(module: Any, path: str, owner: str) -> Any:
         raise SpecError(f"{owner} has no sub-module {path!r}; it has: {', '.join(parts)}") from None
 
 
-def export_weights(model: Any, prefixes: list[str], target: Path) -> str:
-    """Write the parameters and buffers under ``prefixes`` to ``target`` (atomically); returns its sha256."""
+def export_weights(model: Any, prefixes: list[str], target: Path, dtype: str | None = None) -> str:
+    """Write the parameters and buffers under ``prefixes`` to ``target`` (atomically), floating ones cast to
+    ``dtype`` if given (the card then declares it); returns its sha256."""
+    import torch
     from safetensors.torch import save_file
 
     state, seen = {}, set()
@@ -93,7 +96,8 @@ def export_weights(model: Any, prefixes: list[str], target: Path) -> str:
         if value.data_ptr() in seen:  # a tied weight (lm_head = embed_tokens): the model rebuilds the tie
             continue
         seen.add(value.data_ptr())
-        state[key] = value.detach().cpu().contiguous()
+        value = value.detach().cpu()
+        state[key] = (value.to(getattr(torch, dtype)) if dtype and value.is_floating_point() else value).contiguous()
     if not state:
         raise SpecError(f"export prefixes {prefixes} match no weight of the model")
     atomic_write(target, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
@@ -102,26 +106,52 @@ def export_weights(model: Any, prefixes: list[str], target: Path) -> str:
 
 def run_recipe(
     name: str, data_root: str | Path, output_dir: str | Path, weights_dir: str | Path | None = None, **overrides: Any
-) -> tuple[Path, str]:
+) -> list[tuple[Path, str]]:
     """Train card ``name`` from its recipe (``overrides`` replace training settings, e.g. ``max_steps`` for a
-    quick try); write its bundled weights; return their path and sha256. ``weights_dir`` holds the starting
-    models' weight files on an air-gapped machine (see ``zoo.load``)."""
+    quick try); write its bundled weights and assets (e.g. a template library); return each file with its
+    sha256. ``weights_dir`` holds the starting models' weight files on an air-gapped machine (see ``zoo.load``)."""
     from zoo.assembly import build_model
     from zoo.cards import card
     from zoo.spec import spec_from_dict
-    from zoo.training import finetune
 
     recipe = Recipe.from_card(name)
     model = build_model(spec_from_dict(card(name).spec), load_pretrained=False)
     for path, source in recipe.init.items():
         init_from(model, path, source, weights_dir)
-    from tasks.config import load_task
-
-    task = load_task(recipe.task, **recipe.task_overrides)
     root = Path(data_root)
     data = confined(root, recipe.data, f"{name} recipe data")
-    validation = confined(root, recipe.validation_data, f"{name} recipe validation_data") if recipe.validation_data else None
     settings = {**recipe.settings, **overrides}
-    result = finetune(model, task, data, recipe.stage, output_dir, validation_data=validation, **settings)
+    trainer = STAGE_TRAINERS.get(recipe.stage)
+    if trainer is not None:
+        model = trainer(model, data, settings, Path(output_dir))
+    else:
+        model = _finetune(model, recipe, root, data, settings, output_dir)
     target = WEIGHTS_DIR / f"{name}.safetensors"
-    return target, export_weights(result.model, recipe.export, target)
+    written = [(target, export_weights(model, recipe.export, target, recipe.export_dtype))]
+    for asset, content in getattr(model, "assets", dict)().items():
+        path = confined(WEIGHTS_DIR, f"{name}.{asset}", f"{name} asset")
+        atomic_write(path, lambda tmp, content=content: tmp.write_bytes(content))
+        written.append((path, sha256_file(path)))
+    return written
+
+
+def _finetune(model: Any, recipe: Recipe, root: Path, data: Path, settings: dict[str, Any], output_dir: str | Path) -> Any:
+    """The general recipe stages (align, instruct, full) through ``zoo.finetune`` on the recipe's task."""
+    from tasks.config import load_task
+    from zoo.training import finetune
+
+    task = load_task(recipe.task, **recipe.task_overrides)
+    validation = (
+        confined(root, recipe.validation_data, "recipe validation_data") if recipe.validation_data else None
+    )
+    return finetune(model, task, data, recipe.stage, output_dir, validation_data=validation, **settings).model
+
+
+def _template_head(model: Any, data: Path, settings: dict[str, Any], output_dir: Path) -> Any:
+    from zoo.training.templates import train_from_recipe
+
+    return train_from_recipe(model, data, settings, output_dir)
+
+
+# recipe stages with their own trainer; every other stage goes through zoo.finetune
+STAGE_TRAINERS = {"template-head": _template_head}

@@ -507,19 +507,69 @@ def build_template_library(
     template (``min_count`` is applied after loading, so another threshold reuses it) and its own sha256 is
     stored beside it: a file that fails the check is rebuilt with a warning.
     """
+    library, _ = templated_rows(paths, cache_dir, workers=workers, progress=progress, timeout_s=timeout_s)
+    return library.with_min_count(min_count)
+
+
+def templated_rows(
+    paths: str | Path | Sequence[str | Path],
+    cache_dir: str | Path,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+) -> tuple[TemplateLibrary, list[str | None]]:
+    """The full library of ``paths`` and each data row's own template (None where it has none), in the order
+    :func:`read_mapped_reactions` gives the rows: the labels a template model trains on. Both are cached
+    under the same key, each with its sha256 beside it."""
     paths = _as_paths(paths)
     settings = extraction_settings(timeout_s)
     sources = _sources(paths)
     cached = _cache_path(sources, settings, cache_dir)
     library = _load_cached(cached, sources, settings)
-    if library is None:
+    rows = _load_rows(_rows_path(cached)) if library is not None else None
+    if library is None or rows is None:
         records = [record for path in paths for record in read_mapped_reactions(path)]
         extractions = extract_templates(records, workers=workers, progress=progress, timeout_s=timeout_s)
         library = TemplateLibrary.from_extractions(extractions, settings=settings, sources=sources)
-        data = library.to_json().encode()
-        _atomic_write(cached, data)
-        _atomic_write(_digest_path(cached), f"{_sha256(data)}  {cached.name}\n".encode())
-    return library.with_min_count(min_count)
+        rows = [extraction.template for extraction in extractions]
+        _write_cached(cached, library.to_json().encode())
+        _write_cached(_rows_path(cached), json.dumps(rows).encode())
+    return library, rows
+
+
+def _write_cached(path: Path, data: bytes) -> None:
+    """``data`` at ``path`` with its sha256 in a file beside it (written last)."""
+    _atomic_write(path, data)
+    _atomic_write(_digest_path(path), f"{_sha256(data)}  {path.name}\n".encode())
+
+
+def _rows_path(library_path: Path) -> Path:
+    return library_path.with_name(library_path.stem + ".rows.json")
+
+
+def _load_rows(path: Path) -> list[str | None] | None:
+    """The cached per-row templates if intact; None (with a warning when present but corrupt)."""
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    problem = _digest_problem(path, data)
+    if problem is None:
+        rows = json.loads(data)
+        if isinstance(rows, list) and all(r is None or isinstance(r, str) for r in rows):
+            return rows
+        problem = "it is not a list of templates"
+    warnings.warn(f"cached row templates {path} are corrupt ({problem}); extracting again", stacklevel=3)
+    return None
+
+
+def _digest_problem(path: Path, data: bytes) -> str | None:
+    """Why ``data`` (read from ``path``) does not match the sha256 recorded beside it, or None."""
+    digest_file = _digest_path(path)
+    recorded = (digest_file.read_text(errors="replace").split() or [""])[0] if digest_file.is_file() else ""
+    if recorded != _sha256(data):
+        return f"its sha256 {_sha256(data)} is not the one recorded in {digest_file.name}: {recorded or 'none'}"
+    return None
 
 
 def library_cache_path(
@@ -559,14 +609,8 @@ def _load_cached(
     if not path.is_file():
         return None
     data = path.read_bytes()
-    digest_file = _digest_path(path)
-    recorded = (digest_file.read_text(errors="replace").split() or [""])[0] if digest_file.is_file() else ""
-    problem = None
-    if recorded != _sha256(data):
-        problem = (
-            f"its sha256 {_sha256(data)} is not the one recorded in {digest_file.name}: {recorded or 'none'}"
-        )
-    else:
+    problem = _digest_problem(path, data)
+    if problem is None:
         try:
             library = TemplateLibrary.from_json(data.decode("utf-8", errors="replace"))
         except ValueError as err:

@@ -5,10 +5,13 @@ fingerprint has a few dozen non-zeros), so a 40k-reaction training set fits in m
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from encoders.base import InvalidInputError
+from zoo.io import atomic_write
 
 
 @dataclass
@@ -114,3 +118,38 @@ def fit_template_head(
                 bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
     return TemplateFit(len(kept), epochs, float(loss.item()), dict(skipped))
+
+
+RECIPE_SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "workers", "min_count", "progress")
+
+
+def train_from_recipe(model: Any, data: Path, settings: dict[str, Any], output_dir: Path) -> Any:
+    """A card recipe's ``stage: template-head``: the template library of the mapped reactions in ``data``
+    (cached in modalzoo's cache, keyed by the file's sha256), attached to ``model`` and its head fitted;
+    ``fit.json`` in ``output_dir`` says what was used and skipped."""
+    from tasks.data.templates import read_mapped_reactions, templated_rows
+    from zoo.spec import SpecError
+    from zoo.weights.sources import cache_dir
+
+    unknown = sorted(set(settings) - set(RECIPE_SETTINGS))
+    if unknown:
+        raise SpecError(f"template-head recipe: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(RECIPE_SETTINGS)}")
+    progress = bool(settings.get("progress", True))
+    library, rows = templated_rows(data, cache_dir() / "templates", workers=int(settings.get("workers", 1)),
+                                   progress=progress)
+    min_count = int(settings.get("min_count", 1))
+    library = library.with_min_count(min_count)
+    if len(library) != model.spec.num_templates:
+        raise SpecError(
+            f"{data} gives {len(library)} templates seen at least {min_count} time(s), but the card's "
+            f"spec.num_templates is {model.spec.num_templates}; set num_templates to {len(library)}"
+        )
+    model.attach_library(library)
+    fit = fit_template_head(
+        model, list(read_mapped_reactions(data)), rows, progress=progress,
+        **{k: settings[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "seed") if k in settings},
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary = {**dataclasses.asdict(fit), "library": len(library), "extraction": library.stats.reasons}
+    atomic_write(output_dir / "fit.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
+    return model
