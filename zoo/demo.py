@@ -42,6 +42,11 @@ DEMO_EVALS: tuple[DemoEval, ...] = (
          "text_to_molecule_graph/recall@1", "text_to_molecule_graph/recall@10"),
     ),
     DemoEval(
+        "rxn-retro-template-uspto50k", "retro-template-uspto50k", "uspto50k/src-test.txt",
+        "retrosynthesis, first 50 USPTO-50K test reactions (class unknown), template model top 10",
+        ("top1_exact_match_stereo_agnostic", "top10_exact_match_stereo_agnostic", "top1_validity"),
+    ),
+    DemoEval(
         "rxn-retro-uspto50k", "retro-uspto50k", "uspto50k/src-test.txt",
         "retrosynthesis, first 50 USPTO-50K test reactions (class given), beam 10",
         ("top1_exact_match_stereo_agnostic", "top10_exact_match_stereo_agnostic", "top1_validity"),
