@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.models.pretrained import PretrainedMixin
+from zoo.models.encoder_model import EncoderModel
 from zoo.processing import ProcessorSet, move_to
 
 TEMPLATES_ASSET = "templates.json"
@@ -29,15 +29,12 @@ class Candidate:
     score: float
 
 
-class TemplateModel(PretrainedMixin, nn.Module):
-    """``forward(**inputs) -> logits [B, num_templates]``; ``predict(items, top_k)`` -> ranked candidates."""
+class TemplateModel(EncoderModel):
+    """An encoder model with a template head: ``forward(**inputs) -> logits [B, num_templates]``,
+    ``predict(items, top_k)`` -> ranked candidates (``encode``/``embed`` still give the encoder's features)."""
 
     def __init__(self, spec: Any, encoder: nn.Module, processor: ProcessorSet) -> None:
-        super().__init__()
-        self.spec = spec
-        self.encoder = encoder
-        self.processor = processor
-        self.modality = encoder.modality
+        super().__init__(spec, encoder, processor)
         layers: list[nn.Module] = []
         width = encoder.hidden_size
         for hidden in spec.hidden_sizes:
@@ -47,7 +44,7 @@ class TemplateModel(PretrainedMixin, nn.Module):
         self.head = nn.Sequential(*layers)
         self.library: Any = None
 
-    def forward(self, **inputs: Any) -> torch.Tensor:
+    def forward(self, **inputs: Any) -> torch.Tensor:  # type: ignore[override]  (logits, not features)
         return self.head(self.encoder(**inputs).pooled)
 
     def assets(self) -> dict[str, bytes]:
