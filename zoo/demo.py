@@ -52,6 +52,11 @@ DEMO_EVALS: tuple[DemoEval, ...] = (
         ("top1_exact_match_stereo_agnostic", "top10_exact_match_stereo_agnostic", "top1_validity"),
     ),
     DemoEval(
+        "rxn-forward-template-uspto50k", "forward-template-uspto50k", "uspto50k/src-test.txt",
+        "forward prediction (reactants -> product), the same 50 reactions, template model top 10",
+        ("top1_exact_match_stereo_agnostic", "top10_exact_match_stereo_agnostic", "top1_validity"),
+    ),
+    DemoEval(
         "rxn-forward-uspto50k", "forward-uspto50k", "uspto50k/src-test.txt",
         "forward prediction (reactants -> product), the same 50 reactions, beam 10",
         ("top1_exact_match_stereo_agnostic", "top10_exact_match_stereo_agnostic", "top1_validity"),
