@@ -39,13 +39,13 @@ from tasks.data.templates import (
     apply_forward,
     apply_retro,
     build_template_library,
-    canonical_smiles,
     extract_templates,
     forward_template,
     library_cache_path,
     read_mapped_reactions,
     template_coverage,
 )
+from tasks.metrics.smiles import canonicalize_smiles
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "uspto50k-mapped"
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def round_trips(records: Sequence[MappedReaction], extractions: Sequence[Extract
         if extraction.template is None:
             continue
         counts["templated"] += 1
-        reactants, product = canonical_smiles(record.reactants), canonical_smiles(record.product)
+        reactants, product = canonicalize_smiles(record.reactants), canonicalize_smiles(record.product)
         forward = forward_template(extraction.template)
         try:
             counts["retro"] += reactants in apply_retro(extraction.template, record.product)
@@ -97,7 +97,7 @@ def rdchiral_forward(template: str, reactants: str) -> set[str | None]:
     """rdchiral run in the forward direction, the reactant side grouped as one template (rdchiral runs a
     single reactant molecule)."""
     sides = template.split(">>")
-    return {canonical_smiles(outcome) for outcome in rdchiralRunText(f"({sides[0]})>>{sides[1]}", reactants)}
+    return {canonicalize_smiles(outcome) for outcome in rdchiralRunText(f"({sides[0]})>>{sides[1]}", reactants)}
 
 
 def applications_per_second(

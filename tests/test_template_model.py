@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import zoo
-from tasks.data.templates import TemplateLibrary, canonical_smiles, extract_templates, read_mapped_reactions
+from tasks.data.templates import TemplateLibrary, extract_templates, read_mapped_reactions
+from tasks.metrics.smiles import canonicalize_smiles
 from zoo.cards import parse_card
 from zoo.errors import WeightsError
 from zoo.io import sha256_file
@@ -58,14 +59,14 @@ def test_retro_predictions_are_ranked_distinct_and_recover_the_reactants(retro):
         smiles = [c.smiles for c in candidates]
         assert len(smiles) == len(set(smiles)) <= 5  # duplicates merged
         assert [c.score for c in candidates] == sorted((c.score for c in candidates), reverse=True)
-        hits += bool(smiles) and smiles[0] == canonical_smiles(record.reactants)
+        hits += bool(smiles) and smiles[0] == canonicalize_smiles(record.reactants)
     assert hits >= len(pairs) * 0.8
 
 
 def test_forward_direction_predicts_products(library, records):
     model, pairs = trained(library, records, "forward")
     predictions = model.predict([r.reactants for r, _ in pairs], top_k=3)
-    hits = sum(bool(c) and c[0].smiles == canonical_smiles(r.product) for (r, _), c in zip(pairs, predictions, strict=True))
+    hits = sum(bool(c) and c[0].smiles == canonicalize_smiles(r.product) for (r, _), c in zip(pairs, predictions, strict=True))
     assert hits >= len(pairs) * 0.6
 
 
@@ -127,7 +128,7 @@ def test_zoo_eval_scores_a_template_model_and_counts_a_bad_row(retro, tmp_path):
     (failure,) = results["failures"]
     assert "src-test.txt:" in json.dumps(failure) and "C1CC" in json.dumps(failure)
     expected = model.predict([r.product for r, _ in pairs], top_k=10)
-    top1 = sum(bool(c) and c[0].smiles == canonical_smiles(r.reactants) for (r, _), c in zip(pairs, expected, strict=True))
+    top1 = sum(bool(c) and c[0].smiles == canonicalize_smiles(r.reactants) for (r, _), c in zip(pairs, expected, strict=True))
     assert results["metrics"]["top1_exact_match_stereo_aware"] == pytest.approx(top1 / len(products))
 
 

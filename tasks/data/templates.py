@@ -38,6 +38,7 @@ from rdkit.Chem import AllChem
 from tqdm.auto import tqdm
 
 from tasks.data.text import decode_line, split_lines
+from tasks.metrics.smiles import canonicalize_smiles
 
 # rdchiral 1.1.0 writes regexes such as '\:[0-9]+' without raw strings, so Python warns (invalid escape
 # sequence) when it compiles rdchiral; the warning is about rdchiral's source, nothing a user can act on.
@@ -635,21 +636,12 @@ def _sha256(data: bytes) -> str:
 # --- applying templates --------------------------------------------------------------------------------
 
 
-def canonical_smiles(smiles: str) -> str | None:
-    """RDKit canonical SMILES with its ``.``-separated components sorted, so equal molecule sets compare
-    equal as strings; None when RDKit cannot parse it."""
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None or not smiles:
-        return None
-    return ".".join(sorted(Chem.MolToSmiles(mol).split(".")))
-
-
 def apply_retro(template: str, product_smiles: str) -> list[str]:
     """The reactant sets a retro template gives for a product (rdchiral, stereo-aware): canonical, distinct,
     sorted; empty when the template does not match. Prepared templates and products are cached, so applying
     the top-k templates to one product parses it once (not thread-safe: rdchiral reuses the objects)."""
     outcomes = rdchiralRun(_retro_reaction(template), _retro_product(product_smiles))
-    return sorted({c for c in map(canonical_smiles, outcomes) if c is not None})
+    return sorted({c for c in map(canonicalize_smiles, outcomes) if c is not None})
 
 
 @functools.lru_cache(maxsize=16384)
@@ -695,7 +687,7 @@ def apply_forward(template: str, reactants_smiles: str) -> list[str]:
     for (outcome,) in _forward_reaction(template).RunReactants((mol,)):
         with contextlib.suppress(Chem.rdchem.MolSanitizeException):  # chemically impossible outcome
             Chem.SanitizeMol(outcome)
-            products.add(canonical_smiles(Chem.MolToSmiles(outcome)))
+            products.add(canonicalize_smiles(Chem.MolToSmiles(outcome)))
     return sorted(products - {None})
 
 

@@ -49,7 +49,7 @@ class TemplateModel(EncoderModel):
 
     def assets(self) -> dict[str, bytes]:
         """Files saved beside the weights: the template library."""
-        return {TEMPLATES_ASSET: self._library().to_json().encode()} if self.library is not None else {}
+        return {TEMPLATES_ASSET: self.library.to_json().encode()} if self.library is not None else {}
 
     def load_asset(self, name: str, data: bytes) -> None:
         """Attach a verified asset; the library must have exactly one template per output of the head."""
