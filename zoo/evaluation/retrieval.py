@@ -62,7 +62,7 @@ def score_retrieval(
     Rates are scaled by (scored queries / all queries) in each direction; with nothing scored there are no
     metrics, and every row scores 0.
     """
-    from tasks.metrics import retrieval_metrics
+    from tasks.metrics import retrieval_metrics, streaming_topk
 
     owned: dict[int, list[Caption]] = {i: [] for i in row_ids}
     for caption in captions:
@@ -83,7 +83,7 @@ def score_retrieval(
         (f"text_to_{modality}", backward, len(gallery) / len(captions)),
     ):
         result.metrics.update({f"{prefix}/{k}": v * share if is_rate(k) else v for k, v in values.items()})
-    best = (item_matrix @ text_matrix.T).argmax(1).tolist()  # ties: the lower caption id, as in the metrics
+    best = streaming_topk(item_matrix, text_matrix, 1)[1][:, 0].tolist()  # ties: the lower caption id, as in the metrics
     for i, k in zip(scored, best, strict=True):
         result.top1[i] = gallery[k]
         result.per_row[i] = float(gallery[k].owner == i)
