@@ -7,17 +7,19 @@ A task says how rows are read (``reader``, ``fields``), how the model is asked (
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from string import Formatter
 from typing import Any
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 KINDS: tuple[str, ...] = (
-    "generate", "predict", "multiple-choice", "retrieval", "zero-shot-classification", "linear-probe"
+    "generate", "predict", "regress", "multiple-choice", "retrieval", "zero-shot-classification", "linear-probe"
 )
-# kinds whose model output is a (ranked) answer per row, scored by a metric from tasks.metrics
-ANSWER_KINDS: tuple[str, ...] = ("generate", "predict")
+# kinds whose model output is an answer per row (text, a ranked list, a value), scored by a metric from tasks.metrics
+ANSWER_KINDS: tuple[str, ...] = ("generate", "predict", "regress")
 
 
 class TaskConfigError(ValueError):
@@ -30,6 +32,9 @@ class TaskConfig:
 
     fields: role -> row column. Roles: ``id``, ``item`` (the modality input), ``prompt``, ``reference``,
             ``options`` (multiple choice), ``answer`` (index of the right option), ``aspect``, ``label``.
+    row_range: ``[start, end]`` fractions of the data file's rows that the task scores, for a published
+            fixed split inside one file (Yield-BERT's Suzuki–Miyaura test set is the last 30%: ``[0.7, 1.0]``);
+            row ``i`` of ``n`` is in it when ``floor(start * n) <= i < floor(end * n)``, in decimal arithmetic.
     """
 
     name: str
@@ -44,10 +49,13 @@ class TaskConfig:
     metric_options: dict[str, Any] = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
     class_templates: list[str] = field(default_factory=lambda: ["{}"])
+    row_range: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise TaskConfigError(f"task {self.name!r}: unknown kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+        if self.row_range is not None:
+            check_row_range(self.row_range, f"task {self.name!r} row_range")
         # Checked here, once, so that a bad template is a task error and not a failure of every row.
         try:
             names = [name for _, name, _, _ in Formatter().parse(self.prompt_template) if name is not None]
@@ -66,6 +74,27 @@ class TaskConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_row_range(row_range: object, where: str) -> tuple[float, float]:
+    """``[start, end]`` with ``0 <= start < end <= 1``, or a :class:`TaskConfigError` naming ``where``."""
+    numbers = isinstance(row_range, (list, tuple)) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in row_range
+    )
+    if not numbers or len(row_range) != 2 or not 0.0 <= row_range[0] < row_range[1] <= 1.0:  # type: ignore[arg-type, index]
+        raise TaskConfigError(f"{where} must be [start, end] with 0 <= start < end <= 1, got {row_range!r}")
+    return float(row_range[0]), float(row_range[1])  # type: ignore[index]
+
+
+def rows_in_range(rows: list[Any], row_range: list[float] | tuple[float, float] | None) -> list[Any]:
+    """The rows ``floor(start * n) <= i < floor(end * n)`` of ``n`` rows, numbered again from 0 (their
+    ``file:line`` stays); all rows for ``None``. The fractions are taken as the decimals they are written as,
+    so 0.7 of 5,760 rows is 4,032 (the binary float would give 4,031)."""
+    if row_range is None:
+        return rows
+    start, end = (Fraction(repr(x)) for x in check_row_range(row_range, "row_range"))
+    picked = rows[math.floor(start * len(rows)) : math.floor(end * len(rows))]
+    return [dataclasses.replace(row, index=i) for i, row in enumerate(picked)]
 
 
 def builtin_tasks() -> list[str]:

@@ -1,13 +1,15 @@
-"""ROC-AUC with missing labels and skipped tasks, RMSE, MAE, and the deterministic scaffold split."""
+"""ROC-AUC with missing labels and skipped tasks, R², RMSE and MAE against scikit-learn, and the deterministic scaffold split."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.data import murcko_scaffold, scaffold_split
-from tasks.metrics import mae, multitask_roc_auc, rmse, roc_auc
+from tasks.metrics import mae, multitask_roc_auc, r_squared, rmse, roc_auc
 
 NAN = float("nan")
 
@@ -86,3 +88,30 @@ def test_scaffold_split_deterministic_and_disjoint_on_moleculenet(shared_dir) ->
 def test_scaffold_split_invalid_smiles_names_the_row() -> None:
     with pytest.raises(ValueError, match="molecule 1: 'C1CC' is not a valid SMILES"):
         scaffold_split(["CCO", "C1CC"])
+
+
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(finite, finite), min_size=2, max_size=40))
+def test_regression_metrics_equal_scikit_learn(pairs: list[tuple[float, float]]) -> None:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    predictions, targets = [p for p, _ in pairs], [t for _, t in pairs]
+    assert r_squared(predictions, targets) == pytest.approx(r2_score(targets, predictions), rel=1e-9, abs=1e-9)
+    assert rmse(predictions, targets) == pytest.approx(math.sqrt(mean_squared_error(targets, predictions)), rel=1e-9)
+    assert mae(predictions, targets) == pytest.approx(mean_absolute_error(targets, predictions), rel=1e-9)
+
+
+def test_r_squared_hand_computed_and_its_edge_cases() -> None:
+    # targets 1, 2, 3 (SS_tot = 2); predictions 1, 2, 2 (SS_res = 1) -> 1 - 1/2
+    assert r_squared([1, 2, 2], [1, 2, 3]) == 0.5
+    assert r_squared([2, 2, 2], [1, 2, 3]) == 0.0  # the mean of the targets explains nothing
+    assert r_squared([3, 2, 1], [1, 2, 3]) == -3.0  # worse than the mean is negative
+    assert r_squared([5, 5], [5, 5]) == 1.0 and r_squared([4, 5], [5, 5]) == 0.0  # constant targets
+    assert math.isnan(r_squared([1.0], [2.0]))  # one sample: undefined, as in scikit-learn
+    with pytest.raises(ValueError, match="NaN"):
+        r_squared([1, NAN], [1, 2])
+    with pytest.raises(ValueError, match="one target"):
+        r_squared([[1, 2]], [[1, 3]])

@@ -79,3 +79,25 @@ def test_hostile_text_is_an_invalid_molecule_not_an_abort() -> None:
     assert canonicalize_smiles("ＣＣＯ") is None  # full-width letters
     assert canonicalize_smiles("C" * (MAX_PARSE_LENGTH + 1)) is None
     assert canonicalize_smiles("C" * MAX_PARSE_LENGTH) is not None
+
+
+def test_distinct_molecules_keeps_each_molecule_set_at_its_best_rank() -> None:
+    from tasks.metrics import distinct_molecules
+
+    ranked = ["OCC.CC(=O)Cl", "CCO.ClC(C)=O", "C1CC", "CCN", "C1CC", "NCC", "C[C@H](N)O", "C[C@@H](N)O"]
+    # the second spelling of a reactant set, the repeated unparsable string and NCC (= CCN) go; the two
+    # enantiomers are different molecules and both stay
+    assert distinct_molecules(ranked) == ["OCC.CC(=O)Cl", "C1CC", "CCN", "C[C@H](N)O", "C[C@@H](N)O"]
+    assert distinct_molecules([]) == []
+
+
+def test_evaluation_scores_and_shows_distinct_molecules() -> None:
+    """The scoring adapter de-duplicates a model's list before top-k: a duplicate cannot push the right answer
+    out of the top k, and the list the results show is the de-duplicated one."""
+    from zoo.evaluation.scoring import reaction_topk
+
+    predictions = [["CCO", "OCC", "C(O)C", "CCN"], None, "CCO"]
+    scores = reaction_topk(predictions, ["CCN", "CCO", "CCO"], ks=(1, 2))
+    assert scores.answers == [["CCO", "CCN"], None, "CCO"]
+    assert scores.summary["top2_exact_match_stereo_aware"] == 2 / 3  # CCN is second once duplicates are merged
+    assert scores.summary["top1_exact_match_stereo_aware"] == 1 / 3

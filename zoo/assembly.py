@@ -14,6 +14,7 @@ from zoo.spec import (
     EncoderSpec,
     ModelSpec,
     MultimodalLMSpec,
+    RegressorSpec,
     SpecError,
     TemplateModelSpec,
     config_to_dict,
@@ -79,6 +80,8 @@ def build_model(
             return _build_encoder_model(spec, load_pretrained, saved_processor, saved_dir)
         if isinstance(spec, TemplateModelSpec):
             return _build_template_model(spec, load_pretrained, saved_processor, saved_dir)
+        if isinstance(spec, RegressorSpec):
+            return _build_regressor(spec, load_pretrained, saved_processor, saved_dir)
     raise SpecError(f"cannot build a spec of type {type(spec).__name__}")
 
 
@@ -141,10 +144,10 @@ def _build_dual_encoder(
 
 
 def _single_encoder(
-    spec: EncoderSpec | TemplateModelSpec, load_pretrained: bool, saved: Mapping[str, Any] | None,
+    spec: EncoderSpec | TemplateModelSpec | RegressorSpec, load_pretrained: bool, saved: Mapping[str, Any] | None,
     saved_dir: Path | None,
 ) -> tuple[Any, Any]:
-    """The one encoder of an encoder or template model and its processor set."""
+    """The one encoder of an encoder, template or regressor model and its processor set."""
     from zoo.processing import ProcessorSet
 
     encoder = _encoder(spec.encoder, "spec.encoder", spec.modality, load_pretrained)
@@ -166,3 +169,11 @@ def _build_template_model(
     from zoo.models.template_model import TemplateModel
 
     return TemplateModel(spec, *_single_encoder(spec, load_pretrained, saved, saved_dir))
+
+
+def _build_regressor(
+    spec: RegressorSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, saved_dir: Path | None
+) -> Any:
+    from zoo.models.regressor import Regressor
+
+    return Regressor(spec, *_single_encoder(spec, load_pretrained, saved, saved_dir))

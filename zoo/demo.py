@@ -62,6 +62,11 @@ DEMO_EVALS: tuple[DemoEval, ...] = (
         ("top1_exact_match_stereo_agnostic", "top10_exact_match_stereo_agnostic", "top1_validity"),
     ),
     DemoEval(
+        "rxn-yield-suzuki", "yield-suzuki", "suzuki-miyaura-test-100.tsv",
+        "reaction yield regression, the first 100 Suzuki–Miyaura test reactions",
+        ("r2", "mae", "rmse"), {"row_range": None},
+    ),
+    DemoEval(
         "scene-clip-tiny", "retrieval", "scenes/captions.jsonl",
         f"image <-> caption retrieval, {SCENES_N} generated scenes (seed {SCENES_SEED})",
         ("image_to_text/recall@1", "image_to_text/recall@5", "text_to_image/recall@1", "text_to_image/recall@5"),

@@ -123,7 +123,7 @@ def run_recipe(
     settings = {**recipe.settings, **overrides}
     trainer = STAGE_TRAINERS.get(recipe.stage)
     if trainer is not None:
-        model = trainer(model, data, settings, Path(output_dir))
+        model = trainer(model, recipe, data, settings, Path(output_dir))
     else:
         model = _finetune(model, recipe, root, data, settings, output_dir)
     target = WEIGHTS_DIR / f"{name}.safetensors"
@@ -147,11 +147,18 @@ def _finetune(model: Any, recipe: Recipe, root: Path, data: Path, settings: dict
     return finetune(model, task, data, recipe.stage, output_dir, validation_data=validation, **settings).model
 
 
-def _template_head(model: Any, data: Path, settings: dict[str, Any], output_dir: Path) -> Any:
+def _template_head(model: Any, recipe: Recipe, data: Path, settings: dict[str, Any], output_dir: Path) -> Any:
     from zoo.training.templates import train_from_recipe
 
     return train_from_recipe(model, data, settings, output_dir)
 
 
+def _regression(model: Any, recipe: Recipe, data: Path, settings: dict[str, Any], output_dir: Path) -> Any:
+    from tasks.config import load_task
+    from zoo.training.regression import train_from_recipe
+
+    return train_from_recipe(model, load_task(recipe.task, **recipe.task_overrides), data, settings, output_dir)
+
+
 # recipe stages with their own trainer; every other stage goes through zoo.finetune
-STAGE_TRAINERS = {"template-head": _template_head}
+STAGE_TRAINERS = {"template-head": _template_head, "regression": _regression}

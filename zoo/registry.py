@@ -23,6 +23,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "gnn": "encoders.molecule.graph_encoder:MoleculeGraphEncoder",
         "fingerprint": "encoders.molecule.fingerprint:FingerprintEncoder",
         "hf-smiles": "encoders.smiles.hf_encoder:HFSmilesEncoder",
+        "reaction-components": "encoders.smiles.reaction_components:ReactionComponentsEncoder",
         "molformer": "encoders.smiles.molformer:MolFormerEncoder",
         "open-clip-vision": "encoders.image.open_clip_towers:OpenCLIPVisionEncoder",
         "open-clip-text": "encoders.image.open_clip_towers:OpenCLIPTextEncoder",

@@ -195,6 +195,14 @@ class EncoderSpec:
         )
 
 
+def _check_head(hidden_sizes: list[int], dropout: float) -> None:
+    """An MLP head's widths and dropout (the template and regressor families)."""
+    if any(h < 1 for h in hidden_sizes):
+        raise SpecError(f"every spec.hidden_sizes entry must be at least 1, got {hidden_sizes}")
+    if not 0.0 <= dropout < 1.0:
+        raise SpecError(f"spec.dropout must be in [0, 1), got {dropout}")
+
+
 @dataclass(frozen=True)
 class TemplateModelSpec:
     """A molecule encoder -> MLP head -> logits over a reaction-template library (the NeuralSym / LocalRetro
@@ -216,10 +224,9 @@ class TemplateModelSpec:
     def __post_init__(self) -> None:
         if self.direction not in self.DIRECTIONS:
             raise SpecError(f"unknown spec.direction {self.direction!r}; allowed: {', '.join(self.DIRECTIONS)}")
-        if self.num_templates < 1 or self.templates_per_item < 1 or any(h < 1 for h in self.hidden_sizes):
-            raise SpecError("spec.num_templates, templates_per_item and every hidden size must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise SpecError(f"spec.dropout must be in [0, 1), got {self.dropout}")
+        if self.num_templates < 1 or self.templates_per_item < 1:
+            raise SpecError("spec.num_templates and templates_per_item must be at least 1")
+        _check_head(self.hidden_sizes, self.dropout)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TemplateModelSpec:
@@ -237,12 +244,43 @@ class TemplateModelSpec:
         )
 
 
-ModelSpec = MultimodalLMSpec | DualEncoderSpec | EncoderSpec | TemplateModelSpec
+@dataclass(frozen=True)
+class RegressorSpec:
+    """An encoder -> MLP head -> one real value per item (a reaction yield, a solubility). ``target`` names
+    the value; the head learns standardised targets and the model scales its output back to data units."""
+
+    modality: str
+    encoder: ComponentSpec
+    target: str = "y"
+    hidden_sizes: list[int] = field(default_factory=lambda: [512])
+    dropout: float = 0.1
+    seed: int = 0
+    type: str = "regressor"
+
+    def __post_init__(self) -> None:
+        _check_head(self.hidden_sizes, self.dropout)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RegressorSpec:
+        allowed, required = _field_names(cls)
+        _check_keys(data, allowed, "spec", required)
+        return cls(
+            modality=str(data["modality"]),
+            encoder=ComponentSpec.from_dict(data["encoder"], "spec.encoder"),
+            target=str(data.get("target", "y")),
+            hidden_sizes=[int(h) for h in data.get("hidden_sizes", [512])],
+            dropout=float(data.get("dropout", 0.1)),
+            seed=int(data.get("seed", 0)),
+        )
+
+
+ModelSpec = MultimodalLMSpec | DualEncoderSpec | EncoderSpec | TemplateModelSpec | RegressorSpec
 SPEC_TYPES: dict[str, type] = {
     "multimodal-lm": MultimodalLMSpec,
     "dual-encoder": DualEncoderSpec,
     "encoder": EncoderSpec,
     "template-classifier": TemplateModelSpec,
+    "regressor": RegressorSpec,
 }
 
 

@@ -21,9 +21,10 @@ from tasks.metrics.grounding import (
 )
 from tasks.metrics.molecule_generation import molecule_generation_metrics, smiles_char_bleu4
 from tasks.metrics.multiple_choice import MultipleChoiceResult, choose_options, multiple_choice_accuracy
-from tasks.metrics.property import MultiTaskRocAuc, mae, multitask_roc_auc, rmse, roc_auc
+from tasks.metrics.property import MultiTaskRocAuc, mae, multitask_roc_auc, r_squared, rmse, roc_auc
 from tasks.metrics.reaction import (
     TopKExactMatch,
+    distinct_molecules,
     top1_validity,
     topk_exact_match_stereo_agnostic,
     topk_exact_match_stereo_aware,
@@ -55,6 +56,7 @@ __all__ = [
     "convert_boxes",
     "corpus_bleu",
     "decode_box_tokens",
+    "distinct_molecules",
     "encode_box_tokens",
     "ensemble_class_embeddings",
     "invert_positives",
@@ -72,6 +74,7 @@ __all__ = [
     "process_punctuation",
     "ranks_lower_index_wins",
     "retrieval_metrics",
+    "r_squared",
     "rmse",
     "roc_auc",
     "rouge_f_no_stemming",

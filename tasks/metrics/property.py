@@ -1,4 +1,4 @@
-"""Molecular property prediction metrics: ROC-AUC per task with missing labels, RMSE and MAE.
+"""Molecular property and reaction-yield metrics: ROC-AUC per task with missing labels, R², RMSE and MAE.
 
 ROC-AUC follows MoleculeNet practice for multi-task sets (Tox21, SIDER, ...): each task is scored on
 the molecules that have a label for it (NaN = missing), tasks whose labels in the split are all one
@@ -7,6 +7,7 @@ class are skipped and listed, and the mean is over the scored tasks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -113,3 +114,20 @@ def mae(predictions: np.ndarray | Sequence[float], targets: np.ndarray | Sequenc
     """Mean absolute error over all entries."""
     p, t = _regression_pair(predictions, targets)
     return float(np.mean(np.abs(p - t)))
+
+
+def r_squared(predictions: np.ndarray | Sequence[float], targets: np.ndarray | Sequence[float]) -> float:
+    """Coefficient of determination of one target, ``1 - SS_res / SS_tot`` (scikit-learn's ``r2_score``).
+
+    As in scikit-learn: one sample gives NaN (R² is undefined), and constant targets, which have no variance to
+    explain, give 1.0 for exact predictions and 0.0 otherwise."""
+    p, t = _regression_pair(predictions, targets)
+    if p.ndim != 1:
+        raise ValueError(f"r_squared scores one target: pass [samples] arrays, got shape {p.shape}")
+    if len(p) < 2:
+        return math.nan
+    residual = float(np.sum((t - p) ** 2))
+    total = float(np.sum((t - t.mean()) ** 2))
+    if total == 0.0:
+        return 1.0 if residual == 0.0 else 0.0
+    return 1.0 - residual / total

@@ -3,8 +3,9 @@
 A prediction matches when its canonical SMILES equals the target's, components compared as a sorted
 multiset (so ``A.B`` matches ``B.A``). Two named variants: ``stereo_aware`` compares canonical SMILES
 as they are; ``stereo_agnostic`` removes stereochemistry from both sides first. Invalid predictions
-(empty or unparsable) never match and are counted, never dropped. Ranked lists are used as given:
-no de-duplication, and a list shorter than k simply has fewer chances. Fingerprint similarity, SMILES
+(empty or unparsable) never match and are counted, never dropped. Ranked lists are used as given, and a list
+shorter than k simply has fewer chances; :func:`distinct_molecules` is the de-duplication that ``zoo eval``
+applies to a model's list first, so that each of its k places holds a different molecule set. Fingerprint similarity, SMILES
 BLEU and Levenshtein distance of top-1 predictions are in :mod:`tasks.metrics.molecule_generation`.
 """
 
@@ -69,6 +70,20 @@ def _topk_exact_match(
         invalid_within_max_k=invalid_total,
         stereo="agnostic" if remove_stereo else "aware",
     )
+
+
+def distinct_molecules(ranked: Sequence[str]) -> list[str]:
+    """``ranked`` with each molecule set kept at its best rank only: two SMILES of the same canonical
+    (stereo-aware) form are one answer. Unparsable strings stay (they are wrong answers, counted as invalid);
+    only exact repeats of one are dropped."""
+    seen: set[str] = set()
+    kept = []
+    for smiles in ranked:
+        key = canonicalize_smiles(smiles) or f"unparsable:{smiles}"
+        if key not in seen:
+            seen.add(key)
+            kept.append(smiles)
+    return kept
 
 
 def topk_exact_match_stereo_aware(

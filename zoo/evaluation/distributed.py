@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-SHARDED_KINDS = ("generate", "predict", "multiple-choice")
+SHARDED_KINDS = ("generate", "predict", "regress", "multiple-choice")
 
 
 def _state() -> Any:

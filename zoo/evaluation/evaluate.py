@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from tasks.config import ANSWER_KINDS, TaskConfig, load_task
+from tasks.config import ANSWER_KINDS, TaskConfig, load_task, rows_in_range
 from tasks.data.manifest import Row, read_rows
 from zoo.evaluation import scoring
 from zoo.evaluation.distributed import gather_outcome, is_main_process, shard_rows
@@ -31,6 +31,7 @@ METRICS = {
     "reaction_topk": scoring.reaction_topk,
     "grounding": scoring.grounding,
     "molecule_generation": scoring.molecule_generation,
+    "regression": scoring.regression,
 }
 EMBEDDING_METRICS = ("retrieval", "zero_shot_classification")
 
@@ -83,11 +84,16 @@ def _score(task: TaskConfig, rows: list[Row], usable: list[Row], outcome: Outcom
     )
     for row, score in zip(usable, scores.per_row, strict=True):
         per_row[row.index] = score
+    if scores.answers is not None:  # the metric's normalised answers (e.g. distinct molecules) are what rows show
+        for row, answer in zip(usable, scores.answers, strict=True):
+            if answer is not None:
+                outcome.predictions[row.index] = answer
     for k, message in scores.unparsable.items():
         outcome.failures.setdefault(usable[k].index, ("generation", message))
     summary = {k: v * coverage if k in scores.rate_keys else v for k, v in scores.summary.items()}
-    if coverage < 1:
-        summary["scored_fraction"] = coverage
+    scored = coverage * summary.get("scored_fraction", 1.0)  # rows that ran, times those the metric could score
+    if scored < 1:
+        summary["scored_fraction"] = scored
     return summary, per_row
 
 
@@ -142,7 +148,7 @@ def evaluate(
     started = time.time()
     if task.kind in ANSWER_KINDS and task.metric not in METRICS:
         raise KeyError(f"task {task.name!r} names unknown metric {task.metric!r}; known: {', '.join(METRICS)}")
-    rows = read_rows(task.reader, data, task.column("item"), task.modality)[:limit]
+    rows = rows_in_range(read_rows(task.reader, data, task.column("item"), task.modality), task.row_range)[:limit]
     if not rows:
         raise ValueError(f"{data} has no rows for task {task.name!r}")
     unusable = {r.index: ("read", r.error or "") for r in rows if not r.ok}

@@ -75,6 +75,16 @@ def _box(value: Any, what: str) -> None:
         raise ValueError(f"{what} must be a box [x1, y1, x2, y2] of four finite numbers, got {_kind(value)}")
 
 
+def _finite_number(value: Any, what: str) -> None:
+    """A finite number, or a string that spells one (CSV and TSV cells are strings)."""
+    try:
+        number = float(value) if isinstance(value, str) else _number(value)
+    except ValueError:
+        number = None
+    if number is None or not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {_kind(value)}")
+
+
 # The reference each generation metric scores against (``tasks.metrics`` would raise on anything else).
 REFERENCE_CHECKS: dict[str, Callable[[Any, str], None]] = {
     "vqa": lambda v, what: _strings(v, what, at_least=2, single=False),
@@ -83,6 +93,7 @@ REFERENCE_CHECKS: dict[str, Callable[[Any, str], None]] = {
     "reaction_topk": _string,
     "molecule_generation": _string,
     "grounding": _box,
+    "regression": _finite_number,
 }
 
 
@@ -116,7 +127,7 @@ def _generate(task: TaskConfig, row: Row) -> None:
 
 
 def _predict(task: TaskConfig, row: Row) -> None:
-    item = _present(row, task.column("item"), "the input molecule")
+    item = _present(row, task.column("item"), "the input SMILES (a molecule or a reaction)")
     if not isinstance(item, str) or not item.strip():
         raise ValueError(f"{task.column('item')!r} must be a non-empty SMILES string, got {_kind(item)}")
     column = task.column("reference")
@@ -188,6 +199,7 @@ def _linear_probe(task: TaskConfig, row: Row) -> None:
 KIND_CHECKS: dict[str, Callable[[TaskConfig, Row], None]] = {
     "generate": _generate,
     "predict": _predict,
+    "regress": _predict,
     "multiple-choice": _multiple_choice,
     "retrieval": _retrieval,
     "zero-shot-classification": _zero_shot,

@@ -86,6 +86,21 @@ def run_predict(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: i
     return outcome
 
 
+def run_regress(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
+    """A regressor's value for each row (``model.predict(items)``); a failing batch is retried row by row."""
+    outcome = Outcome()
+    bar = _progress(len(rows), f"{task.name}: predict values", progress)
+    column = task.column("item")
+    for chunk in chunks(rows, batch_size):
+        values, good, failed = build_isolating(chunk, lambda rs: model.predict([r.fields[column] for r in rs]))
+        _record(outcome, failed, "input")
+        for row, value in zip(good, values or [], strict=True):
+            outcome.predictions[row.index] = value
+        bar.update(len(chunk))
+    bar.close()
+    return outcome
+
+
 def answer_log_likelihoods(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of log-probabilities of the answer tokens of each row, and how many answer tokens it has."""
     labels = batch["labels"]
@@ -240,6 +255,7 @@ RUNNERS = {
     "linear-probe": run_linear_probe,
     "generate": run_generate,
     "predict": run_predict,
+    "regress": run_regress,
     "multiple-choice": run_multiple_choice,
     "retrieval": run_retrieval,
     "zero-shot-classification": run_zero_shot_classification,

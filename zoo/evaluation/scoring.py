@@ -21,6 +21,7 @@ class Scores:
     per_row: list[float]
     unparsable: dict[int, str]
     rate_keys: tuple[str, ...] = ()
+    answers: list[Any] | None = None  # the predictions as scored, when the metric normalised them
 
 
 def _first(prediction: Any) -> str:
@@ -58,11 +59,17 @@ def captioning(predictions: Sequence[Any], references: Sequence[Any], **_: Any) 
 
 def reaction_topk(predictions: Sequence[Any], references: Sequence[Any], ks: Sequence[int] = (1, 3, 5, 10), **_: Any) -> Scores:
     """Top-k exact match (stereo-aware and stereo-agnostic, canonical SMILES, any component order) and
-    top-1 validity; a failed row has no candidates."""
-    from tasks.metrics import top1_validity, topk_exact_match_stereo_agnostic, topk_exact_match_stereo_aware
+    top-1 validity; a failed row has no candidates. Each ranked list is first reduced to distinct molecule
+    sets (two spellings of one molecule are one answer), and that list is what the results show."""
+    from tasks.metrics import (
+        distinct_molecules,
+        top1_validity,
+        topk_exact_match_stereo_agnostic,
+        topk_exact_match_stereo_aware,
+    )
     from tasks.metrics.smiles import canonicalize_smiles
 
-    ranked = [[] if p is None else ([p] if isinstance(p, str) else list(p)) for p in predictions]
+    ranked = [[] if p is None else distinct_molecules([p] if isinstance(p, str) else list(p)) for p in predictions]
     ks = [k for k in ks if k <= max(1, max(len(r) for r in ranked))] or [1]
     aware = topk_exact_match_stereo_aware(ranked, list(references), ks)
     agnostic = topk_exact_match_stereo_agnostic(ranked, list(references), ks)
@@ -73,7 +80,8 @@ def reaction_topk(predictions: Sequence[Any], references: Sequence[Any], ks: Seq
         float(bool(r) and canonicalize_smiles(r[0]) is not None and canonicalize_smiles(r[0]) == canonicalize_smiles(ref))
         for r, ref in zip(ranked, references, strict=True)
     ]
-    return Scores(summary, per_row, {}, tuple(summary))
+    answers = [None if p is None else (r[0] if isinstance(p, str) else r) for p, r in zip(predictions, ranked, strict=True)]
+    return Scores(summary, per_row, {}, tuple(summary), answers)
 
 
 def grounding(predictions: Sequence[Any], references: Sequence[Any], bins: int = 512, threshold: float = 0.5, **_: Any) -> Scores:
@@ -112,3 +120,33 @@ def molecule_generation(predictions: Sequence[Any], references: Sequence[Any], *
         for t, r in zip(texts, references, strict=True)
     ]
     return Scores(summary, per_row, {})
+
+
+def regression(predictions: Sequence[Any], references: Sequence[Any], **_: Any) -> Scores:
+    """R², MAE and RMSE over the rows with a finite prediction and a numeric reference; the others are listed
+    as unscorable and ``scored_fraction`` says how many were scored. A row's score is its closeness,
+    ``1 - |error| / (range of the references)`` floored at 0: 1 is exact, 0 is off by the whole range."""
+    import math
+
+    from tasks.metrics import mae, r_squared, rmse
+
+    pairs, unparsable = {}, {}
+    for i, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
+        try:
+            value = float(reference)
+        except (TypeError, ValueError):
+            unparsable[i] = f"reference {reference!r:.40} is not a number"
+            continue
+        if prediction is None or not math.isfinite(prediction) or not math.isfinite(value):
+            unparsable[i] = f"no finite prediction and reference (prediction {prediction!r}, reference {value!r})"
+            continue
+        pairs[i] = (float(prediction), value)
+    if not pairs:
+        return Scores({"scored_fraction": 0.0}, [0.0] * len(predictions), unparsable)
+    p, t = [pair[0] for pair in pairs.values()], [pair[1] for pair in pairs.values()]
+    spread = (max(t) - min(t)) or 1.0
+    per_row = [max(0.0, 1.0 - abs(pairs[i][0] - pairs[i][1]) / spread) if i in pairs else 0.0 for i in range(len(predictions))]
+    summary = {"r2": r_squared(p, t), "mae": mae(p, t), "rmse": rmse(p, t)}
+    if unparsable:
+        summary["scored_fraction"] = len(pairs) / len(predictions)
+    return Scores(summary, per_row, unparsable)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from zoo.models.encoder_model import EncoderModel
+from zoo.models.heads import mlp_head
 from zoo.processing import ProcessorSet, move_to
 
 TEMPLATES_ASSET = "templates.json"
@@ -35,13 +36,7 @@ class TemplateModel(EncoderModel):
 
     def __init__(self, spec: Any, encoder: nn.Module, processor: ProcessorSet) -> None:
         super().__init__(spec, encoder, processor)
-        layers: list[nn.Module] = []
-        width = encoder.hidden_size
-        for hidden in spec.hidden_sizes:
-            layers += [nn.Linear(width, hidden), nn.ELU(), nn.Dropout(spec.dropout)]
-            width = hidden
-        layers.append(nn.Linear(width, spec.num_templates))
-        self.head = nn.Sequential(*layers)
+        self.head = mlp_head(encoder.hidden_size, spec.hidden_sizes, spec.num_templates, spec.dropout, nn.ELU)
         self.library: Any = None
 
     def forward(self, **inputs: Any) -> torch.Tensor:  # type: ignore[override]  (logits, not features)
