@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from tasks.data.templates import TemplateLibrary, extract_templates, read_mapped_reactions
+from tasks.data.templates import TemplateLibrary, apply_retro, extract_templates, read_mapped_reactions
 from tasks.metrics.smiles import canonicalize_smiles
 from zoo.cards import parse_card
 from zoo.errors import WeightsError
@@ -159,3 +159,46 @@ def test_a_template_head_recipe_checks_the_library_size_and_reports_its_fit(libr
     assert model.library.templates == library.templates and list((tmp_path / "cache" / "templates").glob("*.rows.json"))
     fit = json.loads((tmp_path / "run" / "fit.json").read_text())
     assert fit["library"] == len(library) and fit["examples"] + sum(fit["skipped"].values()) == 23
+
+
+def test_the_library_records_classes_and_round_trips_them(library, records):
+    templates = [e.template for e in extract_templates(records, progress=False)]
+    classed = library.with_classes(templates, [r.reaction_class for r in records])
+    for template, reaction_class in zip(templates, (r.reaction_class for r in records), strict=True):
+        if template is not None:
+            assert reaction_class in classed.classes[classed.index(template)]
+    assert TemplateLibrary.from_json(classed.to_json()) == classed
+    assert TemplateLibrary.from_json(library.to_json()).classes == ()  # a library without classes stays so
+    assert classed.with_min_count(2).classes == tuple(
+        k for k, c in zip(classed.classes, classed.counts, strict=True) if c >= 2)
+    with pytest.raises(ValueError, match="records no reaction classes"):
+        library.allows(1)
+    with pytest.raises(ValueError, match="no template of the library was seen with reaction class 99"):
+        classed.allows(99)
+
+
+def test_a_given_class_restricts_the_templates_and_zoo_eval_passes_it(library, records, tmp_path):
+    model, pairs = trained(library, records)
+    templates = [e.template for e in extract_templates(records, progress=False)]
+    model.attach_library(library.with_classes(templates, [r.reaction_class for r in records]))
+    products = [r.product for r, _ in pairs]
+    given = [r.reaction_class for r, _ in pairs]
+    unknown_class = model.predict(products, top_k=10)
+    with_class = model.predict(products, top_k=10, reaction_classes=given)
+    for (record, _), candidates in zip(pairs, with_class, strict=True):
+        allowed = [t for t, ok in zip(model.library.templates, model.library.allows(record.reaction_class), strict=True) if ok]
+        assert len(allowed) < len(model.library)  # the fixture's classes do restrict
+        reachable = {o for t in allowed for o in apply_retro(t, record.product)}
+        assert candidates and {c.smiles for c in candidates} <= reachable  # only the class's templates apply
+        assert sum(c.score for c in candidates) <= 1 + 1e-6
+    assert with_class != unknown_class
+    with pytest.raises(ValueError, match="one per item"):
+        model.predict(products, reaction_classes=given[:-1])
+    data = tmp_path / "uspto"
+    data.mkdir()
+    (data / "src-test.txt").write_text("".join(f"<RX_{c}> {' '.join(p)}\n" for p, c in zip(products, given, strict=True)))
+    (data / "tgt-test.txt").write_text("".join(f"{' '.join(r.reactants)}\n" for r, _ in pairs))
+    results = zoo.evaluate(model, "retro-template-uspto50k-class", data / "src-test.txt", progress=False, report=False)
+    assert results["num_failed"] == 0
+    top1 = sum(bool(c) and c[0].smiles == canonicalize_smiles(r.reactants) for (r, _), c in zip(pairs, with_class, strict=True))
+    assert results["metrics"]["top1_exact_match_stereo_aware"] == pytest.approx(top1 / len(pairs))

@@ -135,6 +135,10 @@ def _predict(task: TaskConfig, row: Row) -> None:
     value = _present(row, column, "the reference answer")
     if check is not None:
         check(value, repr(column))
+    if "reaction_class" in task.fields:
+        given = _present(row, task.fields["reaction_class"], "the reaction class the task conditions on")
+        if isinstance(given, bool) or not isinstance(given, int):
+            raise ValueError(f"{task.fields['reaction_class']!r} must be an integer reaction class, got {_kind(given)}")
 
 
 def _multiple_choice(task: TaskConfig, row: Row) -> None:

@@ -70,14 +70,21 @@ def run_generate(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: 
 
 
 def run_predict(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
-    """A model's own ranked answers (``model.predict(items, top_k)``, e.g. a template model's reactant sets);
-    a batch that fails is retried row by row so each failure is pinned on its row."""
+    """A model's own ranked answers (``model.predict(items, top_k)``, e.g. a template model's reactant sets,
+    with ``reaction_classes`` when the task maps the ``reaction_class`` role to a column); a batch that fails is
+    retried row by row so each failure is pinned on its row."""
     outcome = Outcome()
     top_k = int(task.generation.get("top_k", 10))
     bar = _progress(len(rows), f"{task.name}: predict", progress)
     column = task.column("item")
+    given = task.fields.get("reaction_class")  # the class-given protocol: the row's reaction class conditions
+
+    def predict(rs: Sequence[Row]) -> Any:
+        classes = {"reaction_classes": [r.fields[given] for r in rs]} if given else {}
+        return model.predict([r.fields[column] for r in rs], top_k, **classes)
+
     for chunk in chunks(rows, batch_size):
-        ranked, good, failed = build_isolating(chunk, lambda rs: model.predict([r.fields[column] for r in rs], top_k))
+        ranked, good, failed = build_isolating(chunk, predict)
         _record(outcome, failed, "input")
         for row, candidates in zip(good, ranked or [], strict=True):
             outcome.predictions[row.index] = [candidate.smiles for candidate in candidates]

@@ -70,16 +70,27 @@ class TemplateModel(EncoderModel):
         return self.library
 
     @torch.no_grad()
-    def predict(self, items: Sequence[str], top_k: int = 10) -> list[list[Candidate]]:
+    def predict(
+        self, items: Sequence[str], top_k: int = 10, reaction_classes: Sequence[int] | None = None
+    ) -> list[list[Candidate]]:
         """The ``top_k`` distinct outcomes for each item (product SMILES for retro, reactants for forward),
-        best first. An invalid item raises an error naming it; batch callers isolate items themselves."""
+        best first. With ``reaction_classes`` (one per item), only templates seen with the item's class in
+        training are scored. An invalid item raises an error naming it; batch callers isolate items themselves."""
         library = self._library()
         inputs = self.processor(self.modality, list(items)).inputs
-        probabilities = self(**move_to(dict(inputs), self.device)).softmax(-1)
+        logits = self(**move_to(dict(inputs), self.device))
+        if reaction_classes is not None:
+            if len(reaction_classes) != len(items):
+                raise ValueError(f"{len(items)} items but {len(reaction_classes)} reaction classes; give one per item")
+            allowed = torch.tensor([library.allows(c) for c in reaction_classes], device=logits.device)
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        probabilities = logits.softmax(-1)
         scores, indices = probabilities.topk(min(self.spec.templates_per_item, len(library)), dim=-1)
+        usable = logits.gather(-1, indices).isfinite().tolist()  # a template masked out by the class is never applied
         return [
-            self._rank(item, [library.templates[i] for i in row_indices.tolist()], row_scores.tolist(), top_k)
-            for item, row_scores, row_indices in zip(items, scores, indices, strict=True)
+            self._rank(item, [library.templates[i] for i, ok in zip(row_indices.tolist(), row_ok, strict=True) if ok],
+                       [p for p, ok in zip(row_scores.tolist(), row_ok, strict=True) if ok], top_k)
+            for item, row_scores, row_indices, row_ok in zip(items, scores, indices, usable, strict=True)
         ]
 
     def _rank(self, item: str, templates: list[str], scores: list[float], top_k: int) -> list[Candidate]:

@@ -125,7 +125,8 @@ RECIPE_SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "worker
 
 def train_from_recipe(model: Any, data: Path, settings: dict[str, Any], output_dir: Path) -> Any:
     """A card recipe's ``stage: template-head``: the template library of the mapped reactions in ``data``
-    (cached in modalzoo's cache, keyed by the file's sha256), attached to ``model`` and its head fitted;
+    (cached in modalzoo's cache, keyed by the file's sha256) with each template's reaction classes, attached
+    to ``model`` and its head fitted;
     ``fit.json`` in ``output_dir`` says what was used and skipped."""
     from tasks.data.templates import read_mapped_reactions, templated_rows
     from zoo.spec import SpecError
@@ -144,9 +145,11 @@ def train_from_recipe(model: Any, data: Path, settings: dict[str, Any], output_d
             f"{data} gives {len(library)} templates seen at least {min_count} time(s), but the card's "
             f"spec.num_templates is {model.spec.num_templates}; set num_templates to {len(library)}"
         )
+    records = list(read_mapped_reactions(data))
+    library = library.with_classes(rows, [record.reaction_class for record in records])
     model.attach_library(library)
     fit = fit_template_head(
-        model, list(read_mapped_reactions(data)), rows, progress=progress,
+        model, records, rows, progress=progress,
         **{k: settings[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "seed") if k in settings},
     )
     output_dir.mkdir(parents=True, exist_ok=True)
