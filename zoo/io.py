@@ -49,17 +49,24 @@ def check_keys(expected: Iterable[str], found: Iterable[str], what: str) -> None
 def load_state_strict(
     model: Any, state: Mapping[str, Any], what: str, cast_from: Iterable[Any] = (), allow_cast: bool = False
 ) -> None:
-    """Load ``state`` into ``model``, accepting only an exact key match (tied weights may appear once), the
-    model's shapes, its dtypes, and finite values.
+    """Load ``state`` into ``model``, accepting only an exact key match, the model's shapes, its dtypes, and
+    finite values. A tied tensor (see :func:`tied_groups`) must appear exactly once, under any of its names.
 
     A floating-point tensor may be cast to the model's floating dtype only when its dtype is in ``cast_from``
     (the dtype a card or ``config.json`` declares its file holds) or the caller passed ``allow_cast``; integer
     and bool tensors are never cast. Every mismatch is listed in one error.
     """
     own = model.state_dict()
-    tied_aliases = _tied_aliases(model)
-    expected = set(own) - {alias for alias in tied_aliases if tied_aliases[alias] in state}
-    check_keys(expected, state, what)
+    groups = tied_groups(model)
+    twice = [present for group in groups if len(present := [key for key in group if key in state]) > 1]
+    if twice:
+        raise WeightsError(
+            f"{what} holds tied tensors more than once: {_listed([' = '.join(keys) for keys in twice])}. The model "
+            "shares one tensor between these keys; keep one of each in the file (any of its names)"
+        )
+    # one name per tie group is expected: the one the file uses, else (so a missing group is named) the first
+    stored_under = {key: next((k for k in group if k in state), group[0]) for group in groups for key in group}
+    check_keys({stored_under.get(key, key) for key in own}, state, what)
     for key, value in state.items():
         if tuple(own[key].shape) != tuple(value.shape):
             raise WeightsError(f"{what}: {key} has shape {tuple(value.shape)}, the model needs {tuple(own[key].shape)}")
@@ -82,24 +89,24 @@ def load_state_strict(
     ]
     if non_finite:
         raise WeightsError(f"{what}: {len(non_finite)} tensor(s) hold NaN or infinite values: {_listed(non_finite)}")
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(state, strict=False)  # copies in place, so every name of a tied tensor gets the value
 
 
 def _listed(items: list[str], most: int = 20) -> str:
     return ", ".join(items[:most]) + (f" ... (+{len(items) - most} more)" if len(items) > most else "")
 
 
-def _tied_aliases(model: Any) -> dict[str, str]:
-    """Map each state-dict key that shares storage with an earlier key to that key."""
-    seen: dict[int, str] = {}
-    aliases: dict[str, str] = {}
+def tied_groups(model: Any) -> list[list[str]]:
+    """The state-dict keys of ``model`` that name one shared tensor (e.g. an LM head tied to its input
+    embeddings), grouped, each group in state-dict order. A weights file stores such a tensor once, under any
+    one of its names (``save_pretrained`` lets safetensors keep one, recipes keep the first): the built model
+    holds the tie itself, so loading one name fills them all."""
+    groups: dict[Any, list[str]] = {}
     for key, tensor in model.state_dict(keep_vars=True).items():
-        ptr = tensor.data_ptr() if tensor.numel() else id(tensor)
-        if ptr in seen:
-            aliases[key] = seen[ptr]
-        else:
-            seen[ptr] = key
-    return aliases
+        # the same view of the same memory; an empty tensor has no memory of its own, so only itself
+        view = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
+        groups.setdefault(view if tensor.numel() else id(tensor), []).append(key)
+    return [keys for keys in groups.values() if len(keys) > 1]
 
 
 def load_safetensors(path: str | Path, prefix: str = "") -> dict[str, Any]:
@@ -144,7 +151,8 @@ def floating_dtypes(model: Any) -> list[str]:
 
 
 def save_pretrained(model: Any, directory: str | Path) -> Path:
-    """Write a complete model directory atomically: config.json, model.safetensors, tokenizer/, README.md."""
+    """Write a complete model directory atomically: config.json, model.safetensors, tokenizer/, README.md.
+    safetensors' ``save_model`` writes each tied tensor once, under one of its names; loading accepts any."""
     from safetensors.torch import save_model
 
     from zoo import __version__

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.paths import confined
-from zoo.io import atomic_write, sha256_file
+from zoo.io import atomic_write, sha256_file, tied_groups
 from zoo.spec import SpecError
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model_cards" / "weights"
@@ -89,14 +89,16 @@ def export_weights(model: Any, prefixes: list[str], target: Path, dtype: str | N
     import torch
     from safetensors.torch import save_file
 
-    state, seen = {}, set()
-    for key, value in model.state_dict().items():
-        if not any(key == p or key.startswith(p + ".") for p in prefixes):
+    own = model.state_dict()
+    exported = [key for key in own if any(key == p or key.startswith(p + ".") for p in prefixes)]
+    # a tied tensor (lm_head = embed_tokens) is written once, under its first exported name: the model rebuilds
+    # the tie, and loading accepts any one of its names (zoo.io.load_state_strict)
+    repeats = {key for group in tied_groups(model) for key in [k for k in group if k in exported][1:]}
+    state = {}
+    for key in exported:
+        if key in repeats:
             continue
-        if value.data_ptr() in seen:  # a tied weight (lm_head = embed_tokens): the model rebuilds the tie
-            continue
-        seen.add(value.data_ptr())
-        value = value.detach().cpu()
+        value = own[key].detach().cpu()
         state[key] = (value.to(getattr(torch, dtype)) if dtype and value.is_floating_point() else value).contiguous()
     if not state:
         raise SpecError(f"export prefixes {prefixes} match no weight of the model")
