@@ -90,6 +90,17 @@ def test_generate_is_batched_with_left_padding_and_batch_invariant(any_backbone_
         model.generate(**right, max_new_tokens=2)
 
 
+def test_several_sequences_per_prompt_come_back_as_one_list_per_prompt(model):
+    """``num_return_sequences=k`` gives ``out[i]``: the k candidates of ``prompts[i]``, as when it is generated alone;
+    the first is the one returned with the default k=1."""
+    beams = {"max_new_tokens": 3, "num_beams": 2, "do_sample": False}
+    together = model.generate_text(PROMPTS, ITEMS, num_return_sequences=2, **beams)
+    assert [len(candidates) for candidates in together] == [2, 2] and together[0] != together[1]
+    for prompt, imgs, candidates in zip(PROMPTS, ITEMS["image"], together, strict=True):
+        assert model.generate_text([prompt], {"image": [imgs]}, num_return_sequences=2, **beams) == [candidates]
+    assert model.generate_text(PROMPTS, ITEMS, **beams) == [candidates[0] for candidates in together]  # k=1: flat
+
+
 def test_two_images_in_one_prompt_go_to_their_own_spans(model):
     """Swapping the two images of prompt 1 changes its logits: each span gets its own item's features."""
     swapped = {"image": [[image(0)], [image(2), image(1)]]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib.resources import files
@@ -15,6 +16,15 @@ from zoo.weights.sources import WeightSource, weight_source
 __all__ = ["ModelCard", "WeightSource", "card", "list_models", "parse_card", "render_card"]
 
 CARD_KEYS = ["name", "description", "license", "tasks", "spec", "weights", "eval_results", "source", "tags", "recipe"]
+
+# The keys an ``eval_results`` entry may have and whether each holds text or a number.
+RESULT_KEYS: dict[str, type] = {
+    "task": str, "dataset": str, "metric": str, "value": float, "measured_by": str, "command": str, "sample": str,
+    "std_3_seeds": float, "random_init_same_architecture": float, "random_init_std_3_seeds": float,
+}
+RESULT_REQUIRED = ["task", "dataset", "metric", "value", "measured_by"]
+_QUOTE_HINT = ("an unquoted comma inside {...} ends a value and makes the text after it a key of its own, so "
+               'write text that contains commas in quotes, e.g. task: "fine-tune, 10 epochs"')
 
 
 @dataclass(frozen=True)
@@ -60,13 +70,46 @@ def parse_card(text: str, where: str) -> ModelCard:
         spec=meta["spec"],
         tasks=list(meta.get("tasks") or []),
         weights=weights,
-        eval_results=list(meta.get("eval_results") or []),
+        eval_results=_parse_eval_results(meta.get("eval_results"), where),
         source=meta.get("source", ""),
         tags=list(meta.get("tags") or []),
         recipe=dict(meta.get("recipe") or {}),
         body=body,
         path=where,
     )
+
+
+def _parse_eval_results(entries: Any, where: str) -> list[dict[str, Any]]:
+    """Check a card's ``eval_results`` strictly, because YAML silently turns an unquoted comma in a
+    ``{...}`` entry into a junk key and ``zoo info`` would then show the result mangled."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise SpecError(f"{where}: eval_results must be a list of {{task: ..., metric: ..., value: ...}} entries")
+    return [_eval_result(entry, f"{where} eval_results[{i}]") for i, entry in enumerate(entries)]
+
+
+def _eval_result(entry: Any, where: str) -> dict[str, Any]:
+    """One checked ``eval_results`` entry: known keys only, none empty, the required ones present, typed values."""
+    if not isinstance(entry, Mapping):
+        raise SpecError(f"{where} must be a mapping like {{task: ..., metric: ..., value: ...}}, got {entry!r}")
+    if isinstance(entry.get("task"), str):
+        where += f" (task {entry['task']!r})"
+    for key, value in entry.items():
+        if value is None:
+            raise SpecError(f"{where}: key {key!r} has no value; {_QUOTE_HINT}")
+        if key not in RESULT_KEYS:
+            raise SpecError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(RESULT_KEYS)}. If it is part "
+                            f"of a value: {_QUOTE_HINT}")
+    for key in RESULT_REQUIRED:
+        if key not in entry:
+            raise SpecError(f"{where} is missing required key {key!r}; required keys: {', '.join(RESULT_REQUIRED)}")
+    for key, value in entry.items():
+        if RESULT_KEYS[key] is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise SpecError(f"{where}: {key} must be a number written without quotes, got {value!r}")
+        if RESULT_KEYS[key] is str and not isinstance(value, str):
+            raise SpecError(f"{where}: {key} must be text, got {value!r}; write it in quotes")
+    return dict(entry)
 
 
 @lru_cache(maxsize=1)

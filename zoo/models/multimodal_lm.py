@@ -124,8 +124,17 @@ class MultimodalLM(PretrainedMixin, nn.Module):
         prompts: Sequence[str],
         items: Mapping[str, Sequence[Sequence[Any]]] | None = None,
         **generate_kwargs: Any,
-    ) -> list[str]:
-        """Prompts + raw items -> generated strings, batched with left padding."""
+    ) -> list[str] | list[list[str]]:
+        """Prompts + raw items -> generated strings, batched with left padding.
+
+        Returns one string per prompt, in prompt order. With ``num_return_sequences=k`` > 1 (e.g. with
+        ``num_beams=k``) it returns one list of ``k`` strings per prompt instead, ``out[i]`` holding the
+        sequences for ``prompts[i]``, so that a prompt's candidates cannot be paired with another prompt.
+        """
         batch: MultimodalBatch = self.processor(prompts, items, padding_side="left").to(self.device)
         new_tokens = self.generate(**batch, **generate_kwargs)
-        return self.processor.batch_decode(new_tokens)
+        texts = self.processor.batch_decode(new_tokens)
+        per_prompt = len(texts) // len(prompts)  # generate returns each prompt's sequences next to each other
+        if per_prompt == 1:
+            return texts
+        return [texts[i : i + per_prompt] for i in range(0, len(texts), per_prompt)]
