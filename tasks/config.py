@@ -103,16 +103,21 @@ def builtin_tasks() -> list[str]:
 
 
 def _locate(name_or_path: str | Path, base: Path | None) -> Path:
+    """The YAML file a task reference names. A name ending in ``.yaml``/``.yml`` is a file relative to ``base``
+    (the folder of the file that includes it) or, for the task itself, to the working directory; a name with no
+    folder part, with or without the suffix, is then tried as a built-in task, so a user's own file wins."""
     path = Path(name_or_path)
-    candidates = [path] if path.suffix in (".yaml", ".yml") else []
-    if base is not None:
-        candidates.append(base / path)
-    candidates.append(CONFIG_DIR / f"{name_or_path}.yaml")
+    is_yaml = path.suffix in (".yaml", ".yml")
+    candidates = [path if base is None else base / path] if is_yaml else []
+    if len(path.parts) == 1:
+        candidates.append(CONFIG_DIR / f"{path.stem if is_yaml else path.name}.yaml")
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    where = f"no file {candidates[0]}" if is_yaml else "not a YAML file name"
     raise TaskConfigError(
-        f"no task {str(name_or_path)!r}: not a YAML file and not a built-in task ({', '.join(builtin_tasks())})"
+        f"no task {str(name_or_path)!r}: {where} and no built-in task of that name; give a task file's path "
+        f"(relative to the including file) or one of: {', '.join(builtin_tasks())}"
     )
 
 
@@ -127,7 +132,9 @@ def _raw(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     parent = data.pop("include", None)
     if parent is None:
         return data
-    merged = _raw(_locate(parent, path.parent), (*seen, path))
+    if not isinstance(parent, str):
+        raise TaskConfigError(f"{path}: include must be a built-in task name or a YAML file path, got {parent!r}")
+    merged = _raw(_locate(parent, path.parent).resolve(), (*seen, path))
     merged.update(data)
     return merged
 

@@ -42,3 +42,21 @@ def test_demo_prints_the_table_and_writes_the_index_report(tmp_path):
     index = (tmp_path / "report.html").read_text()
     assert 'href="scene-clip-tiny--retrieval/report.html"' in index
     assert (tmp_path / "scene-clip-tiny--retrieval" / "report.html").is_file()
+
+
+def test_eval_list_tasks_prints_the_builtin_tasks_without_torch():
+    """The option `zoo eval --help` points to; it needs no model, task or data and stays cheap."""
+    from tasks.config import builtin_tasks, load_task
+
+    result = runner.invoke(app, ["eval", "--list-tasks"])
+    assert result.exit_code == 0, result.output
+    assert result.output == runner.invoke(app, ["tasks"]).output
+    lines = result.output.splitlines()
+    assert [line.split()[0] for line in lines] == builtin_tasks()
+    assert lines[builtin_tasks().index("vqa")].endswith(load_task("vqa").description)
+    code = (
+        "import sys; from typer.testing import CliRunner; from zoo.cli import app; "
+        "assert CliRunner().invoke(app, ['eval', '--list-tasks']).exit_code == 0; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -61,6 +61,21 @@ def _parse_overrides(pairs: list[str]) -> dict[str, object]:
     return overrides
 
 
+def _print_tasks() -> None:
+    """One line per built-in task, its name and description; reads YAML only, so it never imports torch."""
+    from tasks.config import builtin_tasks, load_task
+
+    for name in builtin_tasks():
+        typer.echo(f"{name:<26}  {load_task(name).description}")
+
+
+def _list_tasks(value: bool) -> None:
+    """``zoo eval --list-tasks``: print the built-in tasks and stop before the required arguments are asked for."""
+    if value:
+        _print_tasks()
+        raise typer.Exit()
+
+
 @app.command("eval")
 def eval_cmd(
     name: str = typer.Argument(..., help="model: a name from `zoo list`, a directory, or hf-hub:org/repo"),
@@ -70,8 +85,11 @@ def eval_cmd(
     batch_size: int = typer.Option(16, "--batch-size", "-b"),
     limit: Optional[int] = typer.Option(None, "--limit", help="only the first N rows"),  # noqa: UP045 (typer)
     overrides: list[str] = typer.Option([], "--set", help="override a task key, e.g. --set generation.max_new_tokens=8"),
+    list_tasks: bool = typer.Option(
+        False, "--list-tasks", is_eager=True, callback=_list_tasks, help="list the built-in tasks and exit"
+    ),
 ) -> None:
-    """Evaluate a model on a task; failed rows count as wrong and are listed."""
+    """Evaluate a model on a task; failed rows count as wrong and are listed. Formats: docs/formats.md."""
     from zoo.evaluation.distributed import is_main_process, leave_process_group
     from zoo.evaluation.evaluate import evaluate
 
@@ -89,11 +107,8 @@ def eval_cmd(
 
 @app.command("tasks")
 def tasks_cmd() -> None:
-    """List the built-in evaluation tasks."""
-    from tasks.config import builtin_tasks, load_task
-
-    for name in builtin_tasks():
-        typer.echo(f"{name:<26}  {load_task(name).description}")
+    """List the built-in evaluation tasks (as `zoo eval --list-tasks` does)."""
+    _print_tasks()
 
 
 def _parse_layer_alphas(pairs: list[str]) -> dict[str, float]:
