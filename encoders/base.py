@@ -4,6 +4,10 @@ An encoder is an ``nn.Module`` with a ``modality`` (one of :data:`MODALITIES`), 
 ``forward(**batch) -> EncoderOutput``. Its processor turns raw items into that batch. Both are built from
 the same config object, whose ``num_tokens(size)`` is the single source of the per-item token count: the
 processor uses it to expand placeholders, the encoder's mask obeys it, and the composed model checks it.
+
+Processors give float32; a model hands their output to its encoders on the encoder's device, floating-point
+tensors in the encoder's dtype (``zoo.processing.move_to``), so an encoder casts only float features it
+computes itself.
 """
 
 from __future__ import annotations

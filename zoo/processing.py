@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from encoders.base import InvalidInputError
+
+if TYPE_CHECKING:
+    import torch
 
 IGNORE_INDEX = -100
 
@@ -21,10 +24,21 @@ class PlaceholderCountError(ValueError):
     """A prompt's placeholders do not match its items (or the model's feature tokens)."""
 
 
-def move_to(value: Any, device: Any) -> Any:
-    """Move tensors (and objects with ``.to``, like a PyG ``Batch``) inside nested dicts to ``device``."""
+def move_to(value: Any, device: Any, dtype: torch.dtype | None = None) -> Any:
+    """Move tensors (and objects with ``.to``, like a PyG ``Batch``) inside nested dicts to ``device``.
+
+    With ``dtype``, floating-point tensors are cast to it as well: processors give float32 (pixel values, audio
+    features, fingerprints) and a bf16 or fp16 model needs its own dtype. Integer and bool tensors (ids, masks,
+    indices, lengths) keep theirs. This is the one place that rule lives.
+    """
+    import torch
+
     if isinstance(value, Mapping):
-        return type(value)({k: move_to(v, device) for k, v in value.items()})
+        return type(value)({k: move_to(v, device, dtype) for k, v in value.items()})
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=dtype if dtype is not None and value.is_floating_point() else None)
+    if dtype is not None and hasattr(value, "apply"):  # a PyG Data/Batch: each of its tensors, in place
+        return value.apply(lambda tensor: move_to(tensor, device, dtype))
     return value.to(device) if hasattr(value, "to") else value
 
 

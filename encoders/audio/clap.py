@@ -126,7 +126,7 @@ class ClapAudioEncoder(nn.Module):
         return self.config.num_tokens(size)
 
     def forward(self, input_features: torch.Tensor, is_longer: torch.Tensor) -> EncoderOutput:
-        out = self.model(input_features=input_features.to(self.model.dtype), is_longer=is_longer)
+        out = self.model(input_features=input_features, is_longer=is_longer)
         feature_map = out.last_hidden_state  # [B, hidden, freq, time]
         tokens = feature_map.permute(0, 3, 2, 1).flatten(1, 2)  # time-major: [B, time * freq, hidden]
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)

@@ -98,10 +98,8 @@ class SpectrogramTransformerEncoder(nn.Module):
         p = self.config.patch_frames
         if frames % p:
             raise ValueError(f"features have {frames} frames, not a multiple of patch_frames={p}; use the processor")
-        dtype = self.patch_embed.weight.dtype
-        patches = features.to(dtype).reshape(batch, frames // p, p * bins)
-        tokens = self.patch_embed(patches)
-        tokens = tokens + sinusoidal_positions(tokens.shape[1], self.hidden_size, tokens.device, dtype)
+        tokens = self.patch_embed(features.reshape(batch, frames // p, p * bins))
+        tokens = tokens + sinusoidal_positions(tokens.shape[1], self.hidden_size, tokens.device, tokens.dtype)
         mask = lengths_to_mask(torch.div(num_frames + p - 1, p, rounding_mode="floor"), tokens.shape[1])
         tokens = self.norm(self.encoder(tokens, src_key_padding_mask=~mask))
         return EncoderOutput(tokens=tokens, mask=mask, pooled=pool_tokens(tokens, mask, "mean"))

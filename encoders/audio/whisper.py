@@ -131,7 +131,7 @@ class WhisperAudioEncoder(nn.Module):
 
     def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
         """``input_features`` ``[B, n_mels, window frames]``; ``attention_mask`` ``[B, frames]`` marks real frames."""
-        tokens = self.model(input_features.to(self.model.conv1.weight.dtype)).last_hidden_state
+        tokens = self.model(input_features).last_hidden_state
         lengths = conv_frames(attention_mask.sum(-1), self.config.resolved_conv_layers)
         mask = lengths_to_mask(lengths, tokens.shape[1])
         return EncoderOutput(tokens=tokens, mask=mask, pooled=pool_tokens(tokens, mask, "mean"))

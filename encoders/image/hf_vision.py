@@ -191,7 +191,7 @@ class HFVisionEncoder(nn.Module):
         return self.config.num_tokens(size)
 
     def forward(self, pixel_values: torch.Tensor) -> EncoderOutput:
-        out = self.model(pixel_values=pixel_values.to(self.model.dtype), output_hidden_states=True)
+        out = self.model(pixel_values=pixel_values, output_hidden_states=True)
         tokens = out.hidden_states[self.config.vision_feature_layer]
         if self.config.feature_select_strategy == "default":
             tokens = tokens[:, self.config.resolved_prefix_tokens :]

@@ -202,7 +202,7 @@ class OpenCLIPVisionEncoder(nn.Module):
         return self.config.num_tokens(size)
 
     def forward(self, pixel_values: torch.Tensor) -> EncoderOutput:
-        pooled, tokens = self.visual(pixel_values.to(self.visual.conv1.weight.dtype))
+        pooled, tokens = self.visual(pixel_values)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return EncoderOutput(tokens=tokens, mask=mask, pooled=pooled)
 

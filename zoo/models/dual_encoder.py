@@ -60,12 +60,13 @@ class DualEncoder(PretrainedMixin, nn.Module):
     def embed_processed(self, modality: str, inputs: Mapping[str, Any]) -> torch.Tensor:
         """L2-normalised embeddings ``[B, embed_dim]`` from already processed inputs."""
         tower, _ = self._tower_and_projection(modality)
-        return self.embed_pooled(modality, tower(**move_to(dict(inputs), self.device)).pooled)
+        return self.embed_pooled(modality, self.run_encoder(tower, inputs).pooled)
 
     def embed_pooled(self, modality: str, pooled: torch.Tensor) -> torch.Tensor:
-        """L2-normalised embeddings from a tower's pooled output (training on cached frozen-tower features)."""
+        """L2-normalised embeddings from a tower's pooled output (training on cached frozen-tower features, which
+        are float32 whatever the model's dtype)."""
         _, projection = self._tower_and_projection(modality)
-        return F.normalize(projection(pooled.to(self.device)), dim=-1)
+        return F.normalize(projection(move_to(pooled, self.device, self.dtype)), dim=-1)
 
     def embed(self, modality: str, items: Sequence[Any]) -> torch.Tensor:
         """L2-normalised embeddings of raw items of ``modality``."""

@@ -10,7 +10,7 @@ from torch import nn
 
 from encoders.base import EncoderOutput
 from zoo.models.pretrained import PretrainedMixin
-from zoo.processing import ProcessorSet, move_to
+from zoo.processing import ProcessorSet
 
 
 class EncoderModel(PretrainedMixin, nn.Module):
@@ -25,12 +25,11 @@ class EncoderModel(PretrainedMixin, nn.Module):
         self.hidden_size = encoder.hidden_size
 
     def forward(self, **inputs: Any) -> EncoderOutput:
-        return self.encoder(**inputs)
+        return self.run_encoder(self.encoder, inputs)
 
     def encode(self, items: Sequence[Any]) -> EncoderOutput:
         """Per-item tokens, mask and pooled vector of raw items."""
-        inputs = self.processor(self.modality, items).inputs
-        return self.encoder(**move_to(dict(inputs), self.device))
+        return self.run_encoder(self.encoder, self.processor(self.modality, items).inputs)
 
     def embed(self, items: Sequence[Any]) -> torch.Tensor:
         """Pooled vectors ``[B, hidden_size]`` of raw items."""

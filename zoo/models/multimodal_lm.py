@@ -38,7 +38,7 @@ class MultimodalLM(PretrainedMixin, nn.Module):
     def encode_modality(self, modality: str, inputs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected tokens ``[n_items, M, D_lm]`` and their mask for one modality's processed inputs."""
         encoder_inputs = {k: v for k, v in inputs.items() if k not in ("items_per_sample", "tokens_per_item")}
-        encoded = self.encoders[modality](**encoder_inputs)
+        encoded = self.run_encoder(self.encoders[modality], encoder_inputs)
         return self.projectors[modality](encoded.tokens, encoded.mask)
 
     def embed_inputs(self, input_ids: torch.Tensor, modality_inputs: Mapping[str, Any] | None) -> torch.Tensor:

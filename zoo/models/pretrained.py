@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from zoo.processing import move_to
 
 
 class PretrainedMixin:
@@ -25,6 +28,14 @@ class PretrainedMixin:
     def dtype(self) -> torch.dtype:
         first = next(self.parameters(), None)
         return first.dtype if first is not None else torch.get_default_dtype()
+
+    def run_encoder(self, encoder: torch.nn.Module, inputs: Mapping[str, Any]) -> Any:
+        """``encoder(**inputs)`` with the inputs on the encoder's device and their floating-point tensors in its
+        dtype (the model's, for an encoder without weights such as a fingerprint), so processor output (float32)
+        feeds a bf16 or fp16 model; ids and masks stay integer. Every model calls its encoders through here."""
+        weights = next((p for p in encoder.parameters() if p.is_floating_point()), None)
+        device, dtype = (weights.device, weights.dtype) if weights is not None else (self.device, self.dtype)
+        return encoder(**move_to(dict(inputs), device, dtype))
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json (spec + processor config), model.safetensors and a README.md card, atomically."""

@@ -16,7 +16,7 @@ from torch import nn
 
 from zoo.models.encoder_model import EncoderModel
 from zoo.models.heads import mlp_head
-from zoo.processing import ProcessorSet, move_to
+from zoo.processing import ProcessorSet
 
 
 class Regressor(EncoderModel):
@@ -31,7 +31,7 @@ class Regressor(EncoderModel):
 
     def standardised(self, **inputs: Any) -> torch.Tensor:
         """The head's raw output ``[B]``: the prediction in training-set standard deviations from the mean."""
-        return self.head(self.encoder(**inputs).pooled).squeeze(-1)
+        return self.head(self.run_encoder(self.encoder, inputs).pooled).squeeze(-1)
 
     def forward(self, **inputs: Any) -> torch.Tensor:  # type: ignore[override]  (values, not features)
         return self.standardised(**inputs) * self.target_std + self.target_mean
@@ -50,5 +50,4 @@ class Regressor(EncoderModel):
     def predict(self, items: Sequence[Any]) -> list[float]:
         """One predicted value per item; an invalid item raises an error naming it (batch callers isolate
         items themselves)."""
-        inputs = self.processor(self.modality, list(items)).inputs
-        return self(**move_to(dict(inputs), self.device)).float().tolist()
+        return self(**self.processor(self.modality, list(items)).inputs).float().tolist()

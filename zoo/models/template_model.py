@@ -17,7 +17,7 @@ from torch import nn
 
 from zoo.models.encoder_model import EncoderModel
 from zoo.models.heads import mlp_head
-from zoo.processing import ProcessorSet, move_to
+from zoo.processing import ProcessorSet
 
 TEMPLATES_ASSET = "templates.json"
 
@@ -40,7 +40,7 @@ class TemplateModel(EncoderModel):
         self.library: Any = None
 
     def forward(self, **inputs: Any) -> torch.Tensor:  # type: ignore[override]  (logits, not features)
-        return self.head(self.encoder(**inputs).pooled)
+        return self.head(self.run_encoder(self.encoder, inputs).pooled)
 
     def assets(self) -> dict[str, bytes]:
         """Files saved beside the weights: the template library."""
@@ -78,7 +78,7 @@ class TemplateModel(EncoderModel):
         training are scored. An invalid item raises an error naming it; batch callers isolate items themselves."""
         library = self._library()
         inputs = self.processor(self.modality, list(items)).inputs
-        logits = self(**move_to(dict(inputs), self.device))
+        logits = self(**inputs)
         if reaction_classes is not None:
             if len(reaction_classes) != len(items):
                 raise ValueError(f"{len(items)} items but {len(reaction_classes)} reaction classes; give one per item")

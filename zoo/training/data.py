@@ -26,7 +26,7 @@ import torch
 from tasks.config import TaskConfig
 from tasks.data.manifest import Row, read_rows
 from zoo.evaluation.batching import build_isolating, chunks
-from zoo.processing import IGNORE_INDEX, move_to
+from zoo.processing import IGNORE_INDEX
 from zoo.training.config import TrainingError
 from zoo.training.stages import is_dual_encoder
 
@@ -309,7 +309,7 @@ def frozen_tower_features(
             chunk = examples[start : start + batch_size]
             inputs = model.processor(modality, [e.items[modality][0] for e in chunk]).inputs
             text_inputs = model.processor("text", [e.target for e in chunk]).inputs
-            pooled.append(model.towers[modality](**move_to(dict(inputs), model.device)).pooled.float().cpu())
-            text_pooled.append(model.text_tower(**move_to(dict(text_inputs), model.device)).pooled.float().cpu())
+            pooled.append(model.run_encoder(model.towers[modality], inputs).pooled.float().cpu())
+            text_pooled.append(model.run_encoder(model.text_tower, text_inputs).pooled.float().cpu())
     positions = {e.index: i for i, e in enumerate(examples)}
     return CachedPairCollator(modality, torch.cat(pooled), torch.cat(text_pooled), positions)

@@ -97,7 +97,7 @@ def _batches(model: Any, rows: Sequence[Row], batch_size: int, failed: dict[str,
 def _frozen_features(model: Any, batches: list[tuple[dict[str, Any], list[Row]]], progress: bool) -> torch.Tensor:
     model.eval()
     pooled = [
-        model.encoder(**move_to(inputs, model.device)).pooled.float()
+        model.run_encoder(model.encoder, inputs).pooled.float()
         for inputs, _ in tqdm(batches, desc="features for the head", unit="batch", disable=not progress)
     ]
     return torch.cat(pooled)
