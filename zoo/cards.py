@@ -11,9 +11,13 @@ from typing import Any
 
 from zoo.registry import UnknownComponentError, suggest
 from zoo.spec import SpecError, _check_keys
+from zoo.weights.hub import spec_hub_references
 from zoo.weights.sources import WeightSource, weight_source
 
-__all__ = ["ModelCard", "WeightSource", "card", "list_models", "parse_card", "render_card"]
+__all__ = ["ModelCard", "WeightSource", "card", "list_models", "parse_card", "render_card", "source_kinds"]
+
+# Where a card's files can come from, in the order ``zoo list`` shows them (``WeightSource.kinds``).
+SOURCE_KINDS = ("bundled", "package", "hub", "url", "weights-dir")
 
 CARD_KEYS = ["name", "description", "license", "tasks", "spec", "weights", "eval_results", "source", "tags", "recipe"]
 
@@ -43,6 +47,16 @@ class ModelCard:
     recipe: dict[str, Any] = field(default_factory=dict)
     body: str = ""
     path: str = ""
+
+
+def source_kinds(model_card: ModelCard) -> list[str]:
+    """Where a card's files come from, each kind once: its weight entries' sources, and ``hub`` when its
+    spec's components fetch a Hub checkpoint, tokenizer or open_clip tag themselves. Empty for a card that
+    needs no files (random init). Reads the card only: nothing is imported or fetched."""
+    kinds = {kind for source in model_card.weights for kind in source.kinds}
+    if spec_hub_references(model_card.spec):
+        kinds.add("hub")
+    return [kind for kind in SOURCE_KINDS if kind in kinds]
 
 
 def split_front_matter(text: str, where: str) -> tuple[dict[str, Any], str]:

@@ -7,28 +7,58 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 app = typer.Typer(help="modalzoo: multimodal models by name.", no_args_is_help=True, add_completion=False)
 
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _weights_dir_option() -> Any:
+    return typer.Option(
+        None, "--weights-dir", help="a folder holding the card's weight files (checked by sha256), e.g. on a machine "
+        "without network"
+    )
+
+
+def _device_option() -> Any:
+    return typer.Option(None, "--device", help="where to load the model, e.g. cpu, cuda, cuda:1 (default: cpu)")
+
+
+def _dtype_option() -> Any:
+    return typer.Option(None, "--dtype", help=f"cast the loaded model's floating weights to {', '.join(DTYPES)}")
+
+
+def _load_options(weights_dir: str | None, device: str | None, dtype: str | None) -> dict[str, Any]:
+    """``zoo.load``'s keyword arguments from the shared command-line options (``--dtype`` checked by name)."""
+    if dtype is not None and dtype not in DTYPES:
+        raise typer.BadParameter(f"--dtype takes one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype is not None:
+        import torch
+
+        dtype = getattr(torch, dtype)
+    return {"weights_dir": weights_dir, "device": device, "dtype": dtype}
+
 
 @app.command("list")
 def list_cmd(
     pattern: Optional[str] = typer.Argument(None, help="glob filter, e.g. '*gnn*'"),  # noqa: UP045 (typer)
-    as_json: bool = typer.Option(False, "--json", help="print a JSON list of names and descriptions"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON list of names, sources and descriptions"),
 ) -> None:
-    """List the named models with a one-line description."""
-    from zoo.cards import card, list_models
+    """List the named models: where their files come from (bundled with modalzoo, an installed package, the
+    Hugging Face Hub, a URL, or a folder you pass as --weights-dir; '-' for none) and a one-line description."""
+    from zoo.cards import card, list_models, source_kinds
 
-    rows = [(name, card(name).description) for name in list_models(pattern)]
+    rows = [(name, source_kinds(card(name)), card(name).description) for name in list_models(pattern)]
     if as_json:
-        typer.echo(json.dumps([{"name": n, "description": d} for n, d in rows], indent=2))
+        typer.echo(json.dumps([{"name": n, "sources": k, "description": d} for n, k, d in rows], indent=2))
         return
-    width = max((len(n) for n, _ in rows), default=4)
-    for name, description in rows:
-        typer.echo(f"{name:<{width}}  {description}")
+    width = max((len(n) for n, _, _ in rows), default=4)
+    kinds_width = max((len(",".join(k)) for _, k, _ in rows), default=1)
+    for name, kinds, description in rows:
+        typer.echo(f"{name:<{width}}  {','.join(kinds) or '-':<{kinds_width}}  {description}")
 
 
 @app.command("info")
@@ -88,12 +118,17 @@ def eval_cmd(
     list_tasks: bool = typer.Option(
         False, "--list-tasks", is_eager=True, callback=_list_tasks, help="list the built-in tasks and exit"
     ),
+    weights_dir: Optional[str] = _weights_dir_option(),  # noqa: UP045 (typer)
+    device: Optional[str] = _device_option(),  # noqa: UP045 (typer)
+    dtype: Optional[str] = _dtype_option(),  # noqa: UP045 (typer)
 ) -> None:
     """Evaluate a model on a task; failed rows count as wrong and are listed. Formats: docs/formats.md."""
     from zoo.evaluation.distributed import is_main_process, leave_process_group
     from zoo.evaluation.evaluate import evaluate
+    from zoo.loading import load
 
-    results = evaluate(name, task, data, batch_size=batch_size, limit=limit, output_dir=output_dir, **_parse_overrides(overrides))
+    model = load(name, **_load_options(weights_dir, device, dtype))
+    results = evaluate(model, task, data, batch_size=batch_size, limit=limit, output_dir=output_dir, **_parse_overrides(overrides))
     main_process = is_main_process()
     leave_process_group()
     if not main_process:  # under accelerate launch every process holds the results; one prints them
@@ -165,20 +200,28 @@ def finetune_cmd(
     allow_rng_reset: bool = typer.Option(
         False, "--allow-rng-reset", help="resume even if the checkpoint's random states cannot be read (reseeds them)"
     ),
+    weights_dir: Optional[str] = _weights_dir_option(),  # noqa: UP045 (typer)
+    device: Optional[str] = typer.Option(  # noqa: UP045 (typer)
+        None, "--device", help="where to load the model; training then runs where accelerate places it "
+        "(the GPU if there is one; `accelerate launch --cpu` for the CPU)"
+    ),
+    dtype: Optional[str] = _dtype_option(),  # noqa: UP045 (typer)
 ) -> None:
     """Fine-tune a model on a task; re-running the same command resumes from the newest complete checkpoint.
 
     Several processes: `accelerate launch --num_processes N -m zoo.cli finetune ...` (same global batch).
     """
     from zoo.evaluation.distributed import is_main_process
+    from zoo.loading import load
     from zoo.training import TrainingError, finetune
 
     options = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr}
     overrides = {**options, **_parse_overrides(settings)}  # --set max_steps=... wins over the default option
     if allow_rng_reset:
         overrides["allow_rng_reset"] = True
+    model = load(name, **_load_options(weights_dir, device, dtype))
     try:
-        result = finetune(name, task, data, stage, output_dir, validation_data=validation_data, **overrides)
+        result = finetune(model, task, data, stage, output_dir, validation_data=validation_data, **overrides)
     except TrainingError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from err
@@ -213,11 +256,14 @@ def recipe_cmd(
 @app.command("demo")
 def demo_cmd(
     output_dir: str = typer.Option("runs/demo", "--output-dir", "-o", help="where the reports and report.html go"),
+    weights_dir: Optional[str] = _weights_dir_option(),  # noqa: UP045 (typer)
+    device: Optional[str] = _device_option(),  # noqa: UP045 (typer)
+    dtype: Optional[str] = _dtype_option(),  # noqa: UP045 (typer)
 ) -> None:
     """Load named models and run zero-shot evaluations on samples shipped with the package (offline)."""
     from zoo.demo import run_demo
 
-    run_demo(output_dir)
+    run_demo(output_dir, **_load_options(weights_dir, device, dtype))
 
 
 def main() -> None:

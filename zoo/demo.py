@@ -88,8 +88,12 @@ def _data_path(spec: DemoEval, scenes_dir: Path) -> Path:
     return SAMPLES / spec.data
 
 
-def run_demo(output_dir: str | Path = "runs/demo", evals: tuple[DemoEval, ...] = DEMO_EVALS) -> list[dict[str, Any]]:
-    """Run every evaluation in ``evals``, print the results table, write ``report.html``; return the rows."""
+def run_demo(
+    output_dir: str | Path = "runs/demo", evals: tuple[DemoEval, ...] = DEMO_EVALS, *, device: Any = None,
+    dtype: Any = None, weights_dir: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Run every evaluation in ``evals``, print the results table, write ``report.html``; return the rows.
+    ``device``, ``dtype`` and ``weights_dir`` are passed to ``zoo.load`` for every model."""
     from rich.console import Console
     from rich.table import Table
 
@@ -109,7 +113,7 @@ def run_demo(output_dir: str | Path = "runs/demo", evals: tuple[DemoEval, ...] =
     for spec in evals:
         if spec.model not in models:
             tic = time.perf_counter()
-            models[spec.model] = zoo.load(spec.model)
+            models[spec.model] = zoo.load(spec.model, device=device, dtype=dtype, weights_dir=weights_dir)
             console.print(f"loaded [bold]{spec.model}[/] in {time.perf_counter() - tic:.1f} s")
         tic = time.perf_counter()
         run_dir = out / f"{spec.model}--{spec.task}"

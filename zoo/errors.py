@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tasks.paths import UnsafePathError
 
-__all__ = ["ModelNotFoundError", "UnsafePathError", "WeightsError"]
+__all__ = ["HubOfflineError", "ModelNotFoundError", "UnsafePathError", "WeightsError"]
 
 
 class WeightsError(ValueError):
@@ -14,3 +14,9 @@ class WeightsError(ValueError):
 
 class ModelNotFoundError(FileNotFoundError):
     """A model name, directory or hub file that cannot be found; the message says how to get it."""
+
+
+class HubOfflineError(ModelNotFoundError):
+    """Files a model needs from the Hugging Face Hub are not in the local cache, and the Hub is switched off
+    (``HF_HUB_OFFLINE``) or cannot be reached. The message names the repos and files and gives the ``hf
+    download`` command that fetches them on a connected machine."""

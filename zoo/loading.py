@@ -19,8 +19,9 @@ from zoo.cards import ModelCard, card
 from zoo.errors import ModelNotFoundError, WeightsError
 from zoo.io import CONFIG_FILE, load_safetensors, load_state_strict, place_model
 from zoo.spec import ModelSpec, SpecError, spec_from_dict
-from zoo.weights import fetch_weights, source_state
-from zoo.weights.sources import DECLARABLE_DTYPES, hub_file
+from zoo.weights import fetch_weights, hub_weight_files, source_state
+from zoo.weights.hub import hub_access, hub_file, spec_hub_files
+from zoo.weights.sources import DECLARABLE_DTYPES
 from zoo.weights.verify import check_sha256_field, verify_sha256
 
 HUB_PREFIX = "hf-hub:"
@@ -35,6 +36,11 @@ def _card_meta(model_card: ModelCard) -> dict[str, Any]:
         "eval_results": model_card.eval_results,
         "body": model_card.body,
     }
+
+
+def _subject(model_card: ModelCard | None) -> str:
+    """How an error names what was being built."""
+    return f"model {model_card.name!r}" if model_card is not None else "the spec"
 
 
 def _as_spec(name_or_spec: str | Mapping[str, Any] | ModelSpec) -> tuple[ModelSpec, ModelCard | None]:
@@ -77,7 +83,8 @@ def build(name_or_spec: str | Mapping[str, Any] | ModelSpec, trust_remote_code: 
     spec, model_card = _as_spec(name_or_spec)
     if model_card is not None:
         refuse_remote_code(model_card.spec, model_card.path, trust_remote_code)
-    model = build_model(spec, load_pretrained=False)
+    with hub_access(spec_hub_files(spec, weights=False), f"cannot build {_subject(model_card)}"):
+        model = build_model(spec, load_pretrained=False)
     model.card_meta = _card_meta(model_card) if model_card else {}
     return model
 
@@ -107,7 +114,8 @@ def load(
         from zoo.assembly import build_model
 
         spec, _ = _as_spec(name_or_path)
-        model = build_model(spec, load_pretrained=True)
+        with hub_access(spec_hub_files(spec, weights=True), "cannot load the spec"):
+            model = build_model(spec, load_pretrained=True)
         model.card_meta = {}
         return place_model(model, device, dtype)
     name = str(name_or_path)
@@ -137,14 +145,14 @@ def _load_card(
 
     refuse_remote_code(model_card.spec, model_card.path or model_card.name, trust_remote_code)
     spec = spec_from_dict(model_card.spec)
-    if not model_card.weights:
-        model = build_model(spec, load_pretrained=True)
-    else:
+    folder = Path(weights_dir) if weights_dir is not None else None
+    needs = spec_hub_files(spec, weights=not model_card.weights) + hub_weight_files(model_card.weights, folder)
+    with hub_access(needs, f"cannot load {_subject(model_card)}"):
+        model = build_model(spec, load_pretrained=not model_card.weights)
+    if model_card.weights:
         import torch
 
-        model = build_model(spec, load_pretrained=False)
         state: dict[str, Any] = {}
-        folder = Path(weights_dir) if weights_dir is not None else None
         for source in model_card.weights:
             if source.format == "asset":
                 continue
@@ -182,9 +190,9 @@ def load_directory(
     if not weights.is_file():
         raise ModelNotFoundError(f"{directory} has no {record['file']}; the save was incomplete — save it again")
     verify_sha256(weights, check_sha256_field(record["sha256"], f"{config_path} weights"))
-    model = build_model(
-        spec_from_dict(config["spec"]), load_pretrained=False, saved_processor=config["processor"], saved_dir=directory
-    )
+    spec = spec_from_dict(config["spec"])
+    with hub_access(spec_hub_files(spec, weights=False, tokenizers=False), f"cannot load {directory}"):
+        model = build_model(spec, load_pretrained=False, saved_processor=config["processor"], saved_dir=directory)
     declared = {getattr(torch, name) for name in record.get("dtypes", [])}
     load_state_strict(model, load_safetensors(weights), str(weights), declared, allow_dtype_cast)
     for name, digest in config.get("assets", {}).items():

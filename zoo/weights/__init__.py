@@ -4,22 +4,25 @@ One entry point, :func:`fetch_weights`, turns a card's :class:`WeightSource` int
 file: the source's file names are confined to their roots, its copy is found (a user's ``weights_dir``, the
 committed ``model_cards/`` files, an installed package, the Hugging Face cache or Hub, a URL), its sha256 is
 checked, and a pickle is converted through a registered key map into a cache that is re-verified on every
-load. :func:`source_state` reads that file under the model's keys.
+load. :func:`source_state` reads that file under the model's keys. :func:`hub_weight_files` lists the files
+only the Hub can provide, so that loading checks them all before anything is built (``zoo.weights.hub``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import ModelNotFoundError
 from zoo.io import load_safetensors
 from zoo.weights.convert import cached_conversion
+from zoo.weights.hub import HubFiles, merge_by_repo
 from zoo.weights.key_maps import rename_state, resolve_key_map
-from zoo.weights.sources import WeightSource, cache_dir, first_available, in_weights_dir
+from zoo.weights.sources import WeightSource, cache_dir, first_available, in_weights_dir, package_file
 from zoo.weights.verify import verify_sha256
 
-__all__ = ["WeightSource", "fetch_weights", "source_state"]
+__all__ = ["WeightSource", "fetch_weights", "hub_weight_files", "source_state"]
 
 
 def fetch_weights(source: WeightSource, weights_dir: Path | None = None) -> Path:
@@ -33,7 +36,7 @@ def fetch_weights(source: WeightSource, weights_dir: Path | None = None) -> Path
         except ModelNotFoundError as err:
             if weights_dir is None:
                 raise
-            raise ModelNotFoundError(
+            raise type(err)(
                 f"{source.basename} is not in {weights_dir}, and its card's sources failed too ({err}); "
                 "put the file there"
             ) from err
@@ -52,3 +55,23 @@ def source_state(source: WeightSource, weights_dir: Path | None = None) -> dict[
     if source.format == "safetensors" and source.key_map:
         tensors = rename_state(tensors, resolve_key_map(source.key_map, source.file), source.file)
     return {source.prefix + key: value for key, value in tensors.items()}
+
+
+def hub_weight_files(sources: Sequence[WeightSource], weights_dir: Path | None = None) -> list[HubFiles]:
+    """The weight files that only the Hub can provide here (not in ``weights_dir``, not bundled, not in an
+    installed package, no URL to fall back on), one entry per repo, for :func:`~zoo.weights.hub.hub_access`
+    to check before a model is built, so that all of them are named in one error."""
+    needs = []
+    for source in sources:
+        if not source.hf_repo or source.bundled or source.url:
+            continue
+        if weights_dir is not None and in_weights_dir(source, weights_dir) is not None:
+            continue
+        if source.package:
+            try:
+                package_file(source)
+                continue
+            except ModelNotFoundError:
+                pass
+        needs.append(HubFiles(source.hf_repo, source.revision, (source.hf_filename or source.file,), card_weights=True))
+    return merge_by_repo(needs)

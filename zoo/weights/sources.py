@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tasks.paths import check_relative_name, confined
-from zoo.errors import ModelNotFoundError, WeightsError
+from zoo.errors import HubOfflineError, ModelNotFoundError, WeightsError
 from zoo.io import default_file_mode
 from zoo.spec import SpecError
+from zoo.weights.hub import hub_file, hub_offline
 from zoo.weights.key_maps import check_key_map_name
 from zoo.weights.verify import check_sha256_field, verify_sha256
 
@@ -96,6 +97,13 @@ class WeightSource:
             )
 
     @property
+    def kinds(self) -> tuple[str, ...]:
+        """Where the file can come from, as ``zoo list`` shows it: ``bundled``, ``package``, ``hub``, ``url``,
+        or ``weights-dir`` when the card names no source (the user must pass the folder holding it)."""
+        given = {"bundled": self.bundled, "package": self.package, "hub": self.hf_repo, "url": self.url}
+        return tuple(kind for kind, value in given.items() if value) or ("weights-dir",)
+
+    @property
     def basename(self) -> str:
         """The file's own name, without folders (how it is looked up in a ``weights_dir``)."""
         return PurePosixPath(self.file).name
@@ -123,10 +131,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MODALZOO_CACHE", Path.home() / ".cache" / "modalzoo"))
 
 
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def in_weights_dir(source: WeightSource, weights_dir: Path) -> Path | None:
     """The file in a user's ``weights_dir`` (by its own name), or None when it is not there."""
     path = confined(weights_dir, source.basename, f"{source.file} in weights_dir")
@@ -135,32 +139,38 @@ def in_weights_dir(source: WeightSource, weights_dir: Path) -> Path | None:
 
 def first_available(source: WeightSource) -> Path:
     """The file from the first of its sources that has it: local copies first (the committed file, the
-    Hugging Face cache of ``hf_repo``, the installed ``package``), then the network (the Hub unless
-    ``HF_HUB_OFFLINE``, then ``url``, whose download is cached). Fails with every source's reason."""
+    Hugging Face cache of ``hf_repo``, the installed ``package``), then the network (the Hub, failing fast
+    with a :class:`~zoo.errors.HubOfflineError` when it is off or unreachable; then ``url``, whose download
+    is cached). Fails with every source's reason."""
     repo, name, revision = source.hf_repo, source.hf_filename or source.file, source.revision
+    offline = hub_offline()  # then the Hub source reads the cache only, and its miss says what to pre-fetch
     attempts: list[tuple[Callable[[], Path], bool]] = []  # (fetch, whether its failure is worth reporting)
     if source.bundled:
         attempts.append((lambda: bundled_file(source), True))
     if repo:
-        attempts.append((lambda: hub_file(repo, name, revision, local_only=True), offline()))
+        attempts.append((lambda: hub_file(repo, name, revision, local_only=not offline, card_weights=True), offline))
     if source.package:
         attempts.append((lambda: package_file(source), True))
-    if repo and not offline():
-        attempts.append((lambda: hub_file(repo, name, revision), True))
+    if repo and not offline:
+        attempts.append((lambda: hub_file(repo, name, revision, card_weights=True), True))
     if source.url:
         attempts.append((lambda: download(source), True))
     if not attempts:
-        raise SpecError(f"weight file {source.file} has no url, hf_repo, package or bundled in its card")
-    reasons = []
+        raise SpecError(
+            f"weight file {source.file} has no url, hf_repo, package or bundled in its card; pass the folder "
+            "that holds it as weights_dir (or --weights-dir)"
+        )
+    failures: list[ModelNotFoundError] = []
     for fetch, reported in attempts:
         try:
             return fetch()
         except ModelNotFoundError as err:
             if reported:
-                reasons.append(str(err))
-    if len(reasons) == 1:
-        raise ModelNotFoundError(reasons[0])
-    raise ModelNotFoundError(f"none of the {len(reasons)} sources of {source.file} has it:\n- " + "\n- ".join(reasons))
+                failures.append(err)
+    if len(failures) == 1:
+        raise failures[0]
+    kind = HubOfflineError if any(isinstance(err, HubOfflineError) for err in failures) else ModelNotFoundError
+    raise kind(f"none of the {len(failures)} sources of {source.file} has it:\n- " + "\n- ".join(map(str, failures)))
 
 
 def bundled_file(source: WeightSource) -> Path:
@@ -205,7 +215,7 @@ def download(source: WeightSource) -> Path:
         except WeightsError as err:
             warnings.warn(f"cached download failed its check, fetching it again: {err}", stacklevel=2)
             target.unlink()
-    if offline():
+    if hub_offline():
         raise ModelNotFoundError(
             f"{source.file} is not cached and HF_HUB_OFFLINE is set; download {source.url} elsewhere and pass "
             "its folder as weights_dir (or --weights-dir)"
@@ -246,21 +256,3 @@ def _stream(source: WeightSource, out: object) -> str:
                 digest.update(block)
                 bar.update(len(block))
     return digest.hexdigest()
-
-
-def hub_file(repo: str, filename: str, revision: str | None, local_only: bool = False) -> Path:
-    """One file of a Hub repo through huggingface_hub (its cache; ``HF_HUB_OFFLINE`` honoured; ``local_only``
-    looks in the cache only). ``filename`` must be a relative name inside the repo."""
-    from huggingface_hub import hf_hub_download
-
-    check_relative_name(filename, f"file of hf-hub:{repo}")
-    try:
-        return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=local_only or offline()))
-    except Exception as err:  # huggingface_hub raises many types: offline, missing repo/file/revision, HTTP
-        where = f"hf-hub:{repo}{'@' + revision if revision else ''}"
-        raise ModelNotFoundError(
-            f"could not get {filename} from {where} ({type(err).__name__}: {err}). "
-            f"To use it offline, fetch it where the Hub is reachable (`hf download {repo} {filename}"
-            f"{' --revision ' + revision if revision else ''}`) and copy the Hugging Face cache (HF_HOME) here, "
-            "or download the repo to a directory and load that directory."
-        ) from err
