@@ -4,6 +4,7 @@ the error names the file, the line, the byte and its column."""
 from __future__ import annotations
 
 import codecs
+import math
 
 
 def split_lines(data: bytes) -> list[bytes]:
@@ -35,3 +36,15 @@ def undecodable_byte(text: str) -> str | None:
         if "\udc80" <= char <= "\udcff":
             return f"0x{ord(char) - 0xDC00:02x}"
     return None
+
+
+def finite_number(value: object) -> float | None:
+    """A data cell as a finite float: a number, or a string that spells one (CSV and TSV cells are strings);
+    None for anything else (bools, NaN, infinities, words, integers too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None

@@ -11,6 +11,7 @@ from typing import Any
 
 from tasks.config import TaskConfig
 from tasks.data.manifest import Row
+from tasks.data.text import finite_number
 
 # What an item of each modality must be when it comes from a data file.
 ITEM_TYPES: dict[str, tuple[type, ...]] = {
@@ -76,12 +77,7 @@ def _box(value: Any, what: str) -> None:
 
 
 def _finite_number(value: Any, what: str) -> None:
-    """A finite number, or a string that spells one (CSV and TSV cells are strings)."""
-    try:
-        number = float(value) if isinstance(value, str) else _number(value)
-    except ValueError:
-        number = None
-    if number is None or not math.isfinite(number):
+    if finite_number(value) is None:
         raise ValueError(f"{what} must be a finite number, got {_kind(value)}")
 
 

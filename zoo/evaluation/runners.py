@@ -7,7 +7,7 @@ their stage, and for the embedding tasks the finished metrics.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,43 +69,44 @@ def run_generate(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: 
     return outcome
 
 
-def run_predict(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
-    """A model's own ranked answers (``model.predict(items, top_k)``, e.g. a template model's reactant sets,
-    with ``reaction_classes`` when the task maps the ``reaction_class`` role to a column); a batch that fails is
+def _run_model_predict(
+    model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool,
+    predict: Callable[[Sequence[Row]], list[Any]], answer: Callable[[Any], Any],
+) -> Outcome:
+    """``predict(rows)`` batch by batch, each row's output turned into its ``answer``; a batch that fails is
     retried row by row so each failure is pinned on its row."""
     outcome = Outcome()
-    top_k = int(task.generation.get("top_k", 10))
     bar = _progress(len(rows), f"{task.name}: predict", progress)
+    for chunk in chunks(rows, batch_size):
+        outputs, good, failed = build_isolating(chunk, predict)
+        _record(outcome, failed, "input")
+        for row, output in zip(good, outputs or [], strict=True):
+            outcome.predictions[row.index] = answer(output)
+        bar.update(len(chunk))
+    bar.close()
+    return outcome
+
+
+def run_predict(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
+    """A model's own ranked answers (``model.predict(items, top_k)``, e.g. a template model's reactant sets,
+    with ``reaction_classes`` when the task maps the ``reaction_class`` role to a column)."""
+    top_k = int(task.generation.get("top_k", 10))
     column = task.column("item")
     given = task.fields.get("reaction_class")  # the class-given protocol: the row's reaction class conditions
 
-    def predict(rs: Sequence[Row]) -> Any:
+    def predict(rs: Sequence[Row]) -> list[Any]:
         classes = {"reaction_classes": [r.fields[given] for r in rs]} if given else {}
         return model.predict([r.fields[column] for r in rs], top_k, **classes)
 
-    for chunk in chunks(rows, batch_size):
-        ranked, good, failed = build_isolating(chunk, predict)
-        _record(outcome, failed, "input")
-        for row, candidates in zip(good, ranked or [], strict=True):
-            outcome.predictions[row.index] = [candidate.smiles for candidate in candidates]
-        bar.update(len(chunk))
-    bar.close()
-    return outcome
+    return _run_model_predict(model, task, rows, batch_size, progress, predict,
+                              lambda candidates: [candidate.smiles for candidate in candidates])
 
 
 def run_regress(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
-    """A regressor's value for each row (``model.predict(items)``); a failing batch is retried row by row."""
-    outcome = Outcome()
-    bar = _progress(len(rows), f"{task.name}: predict values", progress)
+    """A regressor's value for each row (``model.predict(items)``)."""
     column = task.column("item")
-    for chunk in chunks(rows, batch_size):
-        values, good, failed = build_isolating(chunk, lambda rs: model.predict([r.fields[column] for r in rs]))
-        _record(outcome, failed, "input")
-        for row, value in zip(good, values or [], strict=True):
-            outcome.predictions[row.index] = value
-        bar.update(len(chunk))
-    bar.close()
-    return outcome
+    return _run_model_predict(model, task, rows, batch_size, progress,
+                              lambda rs: model.predict([r.fields[column] for r in rs]), lambda value: value)
 
 
 def answer_log_likelihoods(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -126,21 +126,16 @@ def regression(predictions: Sequence[Any], references: Sequence[Any], **_: Any) 
     """R², MAE and RMSE over the rows with a finite prediction and a numeric reference; the others are listed
     as unscorable and ``scored_fraction`` says how many were scored. A row's score is its closeness,
     ``1 - |error| / (range of the references)`` floored at 0: 1 is exact, 0 is off by the whole range."""
-    import math
-
+    from tasks.data.text import finite_number
     from tasks.metrics import mae, r_squared, rmse
 
     pairs, unparsable = {}, {}
     for i, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
-        try:
-            value = float(reference)
-        except (TypeError, ValueError):
-            unparsable[i] = f"reference {reference!r:.40} is not a number"
+        value, predicted = finite_number(reference), finite_number(prediction)
+        if value is None or predicted is None:
+            unparsable[i] = f"no finite prediction and reference (prediction {prediction!r:.40}, reference {reference!r:.40})"
             continue
-        if prediction is None or not math.isfinite(prediction) or not math.isfinite(value):
-            unparsable[i] = f"no finite prediction and reference (prediction {prediction!r}, reference {value!r})"
-            continue
-        pairs[i] = (float(prediction), value)
+        pairs[i] = (predicted, value)
     if not pairs:
         return Scores({"scored_fraction": 0.0}, [0.0] * len(predictions), unparsable)
     p, t = [pair[0] for pair in pairs.values()], [pair[1] for pair in pairs.values()]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tasks.data.manifest import Row
+from tasks.data.text import finite_number
 from zoo.evaluation.batching import build_isolating, chunks
 from zoo.io import atomic_write
 from zoo.processing import move_to
@@ -68,13 +68,10 @@ def labelled_rows(rows: Sequence[Row], item_column: str, target_column: str) -> 
             failed[row.source] = row.error or "unreadable row"
             continue
         item, target = row.fields.get(item_column), row.fields.get(target_column)
-        try:
-            value = float(target)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            value = math.nan
+        value = finite_number(target)
         if not isinstance(item, str) or not item.strip():
             failed[row.source] = f"{item_column!r} must be a non-empty string, got {item!r:.40}"
-        elif not math.isfinite(value):
+        elif value is None:
             failed[row.source] = f"{target_column!r} must be a finite number, got {target!r:.40}"
         else:
             good.append(Row(row.index, {"item": item, "target": value}, source=row.source))
@@ -193,10 +190,9 @@ def train_from_recipe(model: Any, task: Any, data: Path, settings: dict[str, Any
         test = check_row_range(task.row_range, f"task {task.name} row_range")
         if train_range[0] < test[1] and test[0] < train_range[1]:
             raise SpecError(f"recipe train_range {list(train_range)} overlaps the rows task {task.name} scores ({list(test)})")
-    rows = rows_in_range(read_rows(task.reader, data, settings.get("item_column", task.column("item"))), train_range)
-    good, failed = labelled_rows(
-        rows, settings.get("item_column", task.column("item")), settings.get("target_column", task.column("reference"))
-    )
+    item_column = settings.get("item_column", task.column("item"))
+    rows = rows_in_range(read_rows(task.reader, data, item_column), train_range)
+    good, failed = labelled_rows(rows, item_column, settings.get("target_column", task.column("reference")))
     fit_settings = RegressionSettings(**{k: settings[k] for k in settings if k not in RECIPE_KEYS})
     fit = fit_regressor(model, good, fit_settings, progress=bool(settings.get("progress", True)))
     summary = {**dataclasses.asdict(fit), "failed_rows": {**failed, **fit.failed_rows}, "rows_read": len(rows),
