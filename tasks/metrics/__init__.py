@@ -3,10 +3,14 @@ grounding, reactions, captioning, text -> molecule generation and molecular prop
 
 from tasks.metrics.bleu import corpus_bleu
 from tasks.metrics.captioning import (
+    CaptionScores,
+    TokenizerNotFoundError,
     caption_bleu,
     caption_metrics,
+    load_scibert_tokenizer,
     meteor_exact,
     rouge_f_no_stemming,
+    scibert_tokenize,
     word_tokenize,
 )
 from tasks.metrics.classification import accuracy_at_k, ensemble_class_embeddings, mean_per_class_recall
@@ -19,9 +23,22 @@ from tasks.metrics.grounding import (
     encode_box_tokens,
     paired_iou,
 )
-from tasks.metrics.molecule_generation import molecule_generation_metrics, smiles_char_bleu4
+from tasks.metrics.molecule_generation import (
+    molecule_exact_matches,
+    molecule_generation_metrics,
+    smiles_char_bleu4,
+)
 from tasks.metrics.multiple_choice import MultipleChoiceResult, choose_options, multiple_choice_accuracy
-from tasks.metrics.property import MultiTaskRocAuc, mae, multitask_roc_auc, r_squared, rmse, roc_auc
+from tasks.metrics.property import (
+    MultiTaskRocAuc,
+    average_precision,
+    mae,
+    multitask_roc_auc,
+    property_metrics,
+    r_squared,
+    rmse,
+    roc_auc,
+)
 from tasks.metrics.reaction import (
     TopKExactMatch,
     distinct_molecules,
@@ -47,9 +64,11 @@ __all__ = [
     "VQAResult",
     "accuracy_at_iou",
     "accuracy_at_k",
+    "average_precision",
     "bidirectional_retrieval_metrics",
     "box_iou",
     "canonicalize_smiles",
+    "CaptionScores",
     "caption_bleu",
     "caption_metrics",
     "choose_options",
@@ -61,9 +80,11 @@ __all__ = [
     "ensemble_class_embeddings",
     "invert_positives",
     "levenshtein_distance",
+    "load_scibert_tokenizer",
     "mae",
     "mean_per_class_recall",
     "meteor_exact",
+    "molecule_exact_matches",
     "molecule_generation_metrics",
     "multiple_choice_accuracy",
     "multitask_roc_auc",
@@ -72,18 +93,21 @@ __all__ = [
     "positive_ranks",
     "process_digit_article",
     "process_punctuation",
+    "property_metrics",
     "ranks_lower_index_wins",
     "retrieval_metrics",
     "r_squared",
     "rmse",
     "roc_auc",
     "rouge_f_no_stemming",
+    "scibert_tokenize",
     "smiles_char_bleu4",
     "streaming_topk",
     "tanimoto_similarity",
     "top1_validity",
     "topk_exact_match_stereo_agnostic",
     "topk_exact_match_stereo_aware",
+    "TokenizerNotFoundError",
     "topk_lower_index_wins",
     "vqa_accuracy",
     "vqa_scores",

@@ -47,12 +47,27 @@ def exact_match(predictions: Sequence[Any], references: Sequence[Any], **_: Any)
     return Scores({"exact_match": sum(per_row) / len(per_row)}, per_row, {}, ("exact_match",))
 
 
-def captioning(predictions: Sequence[Any], references: Sequence[Any], **_: Any) -> Scores:
-    """Corpus BLEU-2/4, ROUGE-1/2/L F and exact-match METEOR; a failed row is an empty caption."""
-    from tasks.metrics import caption_metrics, rouge_f_no_stemming
+def captioning(
+    predictions: Sequence[Any],
+    references: Sequence[Any],
+    bleu_tokenizer: str = "words",
+    scibert_path: str | None = None,
+    **_: Any,
+) -> Scores:
+    """Corpus BLEU-2/4, ROUGE-1/2/L F and exact-match METEOR; a failed row is an empty caption.
 
+    BLEU tokens: ``bleu_tokenizer: words`` (default, keys ``bleu2``/``bleu4``) or ``scibert`` (MolT5's SciBERT
+    WordPiece, keys ``bleu2_scibert``/``bleu4_scibert``), loaded from local files only: the Hugging Face cache,
+    or the folder ``scibert_path``. ROUGE and METEOR always use word tokens."""
+    from tasks.metrics import caption_metrics, load_scibert_tokenizer, rouge_f_no_stemming
+
+    tokenizer: Any = bleu_tokenizer
+    if scibert_path is not None:
+        if bleu_tokenizer != "scibert":
+            raise ValueError(f"scibert_path is only read with bleu_tokenizer: scibert, not {bleu_tokenizer!r}")
+        tokenizer = load_scibert_tokenizer(scibert_path)
     texts = [_first(p) for p in predictions]
-    summary = caption_metrics(texts, list(references))
+    summary = caption_metrics(texts, list(references), bleu_tokenizer=tokenizer)
     per_row = [rouge_f_no_stemming([t], [r])["rougeL"] for t, r in zip(texts, references, strict=True)]
     return Scores(summary, per_row, {})
 
@@ -107,18 +122,17 @@ def grounding(predictions: Sequence[Any], references: Sequence[Any], bins: int =
     return Scores({key: sum(per_row) / len(per_row)}, per_row, unparsable, (key,))
 
 
-def molecule_generation(predictions: Sequence[Any], references: Sequence[Any], **_: Any) -> Scores:
-    """Text -> molecule metrics as in MolT5 (BLEU over SMILES characters, exact, Levenshtein, validity,
-    fingerprint Tanimoto); a failed row is an empty (invalid) SMILES."""
-    from tasks.metrics import molecule_generation_metrics
-    from tasks.metrics.smiles import canonicalize_smiles
+def molecule_generation(predictions: Sequence[Any], references: Sequence[Any], profile: str = "strict", **_: Any) -> Scores:
+    """Text -> molecule metrics in the MolT5 style (BLEU over SMILES characters, exact match, Levenshtein,
+    validity, fingerprint Tanimoto). ``metric_options: {profile: molt5}`` reproduces MolT5's own evaluation
+    (InChI exact match, Morgan count fingerprints, an empty prediction valid) under keys prefixed ``molt5_``;
+    the default ``strict`` profile keeps the unprefixed keys. A row's score is its exact match in that profile;
+    a failed row is an invalid prediction (and the empty string for BLEU and Levenshtein)."""
+    from tasks.metrics import molecule_exact_matches, molecule_generation_metrics
 
-    texts = [_first(p) for p in predictions]
-    summary = molecule_generation_metrics(texts, list(references))
-    per_row = [
-        float(canonicalize_smiles(t) is not None and canonicalize_smiles(t) == canonicalize_smiles(r))
-        for t, r in zip(texts, references, strict=True)
-    ]
+    texts = [None if p is None else _first(p) for p in predictions]
+    summary = molecule_generation_metrics(texts, list(references), profile=profile)
+    per_row = molecule_exact_matches(texts, list(references), profile=profile)
     return Scores(summary, per_row, {})
 
 
@@ -145,3 +159,34 @@ def regression(predictions: Sequence[Any], references: Sequence[Any], **_: Any) 
     if unparsable:
         summary["scored_fraction"] = len(pairs) / len(predictions)
     return Scores(summary, per_row, unparsable)
+
+
+def property_scores(predictions: Sequence[Any], references: Sequence[Any], target_type: str = "binary", **_: Any) -> Scores:
+    """A property task's metrics (:func:`tasks.metrics.property_metrics`) over every row: a row with no
+    prediction counts with an uninformative one (probability 0.5, uniform class probabilities, or the split's
+    mean for regression), so it stays in every denominator. A row's score is the share of its labels predicted
+    right at threshold 0.5 (binary), its class being the top one (multiclass), or its closeness
+    ``1 - |error| / (range of the labels)`` floored at 0, averaged over its labels (regression)."""
+    import numpy as np
+
+    from tasks.metrics import property_metrics
+
+    labels = np.array([list(r) for r in references], dtype=np.float64)
+    width = next((len(p) for p in predictions if p is not None), labels.shape[1])
+    filler = {"binary": 0.5, "multiclass": 1.0 / max(width, 1)}.get(target_type)
+    filler_row = [float(np.nanmean(labels[:, t])) for t in range(width)] if filler is None else [filler] * width
+    values = np.array([filler_row if p is None else list(p) for p in predictions], dtype=np.float64)
+    summary = property_metrics(values, labels, target_type)
+    present = ~np.isnan(labels)
+    if target_type == "multiclass":
+        per_row = [float(present[i, 0] and values[i].argmax() == labels[i, 0]) for i in range(len(values))]
+    elif target_type == "binary":
+        right = (values >= 0.5) == (labels == 1.0)
+        per_row = [float(right[i][present[i]].mean()) for i in range(len(values))]
+    else:
+        spread = np.where(present, labels, np.nan)
+        ranges = np.nanmax(spread, axis=0) - np.nanmin(spread, axis=0)
+        closeness = np.clip(1.0 - np.abs(values - np.nan_to_num(labels)) / np.where(ranges > 0, ranges, 1.0), 0.0, 1.0)
+        per_row = [float(closeness[i][present[i]].mean()) for i in range(len(values))]
+    unscored = {i: "no prediction; scored as an uninformative one" for i, p in enumerate(predictions) if p is None}
+    return Scores(summary, per_row, unscored, answers=[None if p is None else [round(float(v), 4) for v in p] for p in predictions])
