@@ -19,6 +19,7 @@ from tasks.data.manifest import Row, read_rows
 from tests.helpers import dual_encoder_spec, image_molecule_lm_spec
 from zoo.evaluation.evaluate import evaluate
 from zoo.evaluation.fields import check_rows
+from zoo.evaluation.report import render_report
 from zoo.evaluation.retrieval import Caption, score_retrieval
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220)}
@@ -105,8 +106,21 @@ def test_retrieval_and_zero_shot_classification_on_a_dual_encoder(clip, scenes):
     assert retrieval["metrics"]["image_to_text/recall@14"] == pytest.approx(6 / 8)
     assert retrieval["metrics"]["text_to_image/recall@14"] == pytest.approx(12 / 14 * 7 / 8)
     zsc = evaluate(clip, "zero-shot-classification", scenes / "manifest.jsonl", progress=False, report=False)
-    assert set(zsc["metrics"]) == {"acc@1", "acc@5", "mean_per_class_recall"}
-    assert zsc["metrics"]["acc@5"] == pytest.approx(6 / 8)  # three classes: top-5 always hits, except the failures
+    assert set(zsc["metrics"]) == {"acc@1", "mean_per_class_recall"}  # three classes: acc@5 would always hit
+    assert [r["reference"] for r in zsc["rows"]] == ["red", "red", "green", None, "green", "blue", "blue", "red"]
+    matrix = zsc["confusion_matrix"]
+    assert matrix["classes"] == matrix["true_classes"] == ["blue", "green", "red"]
+    assert matrix["columns"] == ["blue", "green", "red", "failed"]
+    # the malformed line has no label; the corrupt image is a red scene that failed
+    assert [sum(row) for row in matrix["counts"]] == [2, 2, 3] and [row[3] for row in matrix["counts"]] == [0, 0, 1]
+    right = sum(matrix["counts"][k][k] for k in range(3))
+    assert zsc["metrics"]["acc@1"] == pytest.approx(right / 8)
+    page = render_report(zsc)
+    assert '<table id="confusion"' in page and "1 of the 8 rows failed before classification" in page
+    six = evaluate(clip, "zero-shot-classification", scenes / "manifest.jsonl", progress=False, report=False,
+                   class_names=["red", "green", "blue", "cyan", "magenta", "yellow"])
+    assert set(six["metrics"]) == {"acc@1", "acc@5", "mean_per_class_recall"}  # more classes than 5: acc@5 says something
+    assert six["confusion_matrix"]["columns"][-1] == "failed" and len(six["confusion_matrix"]["counts"]) == 6
 
 
 def test_multiple_choice_scores_options_by_log_likelihood(tmp_path):
@@ -122,6 +136,7 @@ def test_multiple_choice_scores_options_by_log_likelihood(tmp_path):
     assert set(results["metrics"]) == {"accuracy", "accuracy/groups", "accuracy/other"}
     assert results["metrics"]["accuracy/other"] == 0.0
     assert all(r["prediction"].startswith("option ") for r in results["rows"][:2])
+    assert [r["reference"] for r in results["rows"]] == ["option 0: alcohol", "option 1: acid", "option 0: yes"]
 
 
 def test_reaction_task_with_beam_top_k(vlm, tmp_path):
