@@ -11,10 +11,13 @@ one table and writes an index page, ``report.html``, linking them.
 from __future__ import annotations
 
 import html
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "tasks" / "samples"
 # The generated scenes are the first 100 of the scene cards' test split (seed 2; a scene depends only on its
@@ -110,15 +113,18 @@ def run_demo(
         generate_scenes(scenes_dir, SCENES_N, SCENES_SEED)
     models: dict[str, Any] = {}
     rows = []
-    for spec in evals:
+    for step, spec in enumerate(evals, start=1):
+        console.print(f"[{step}/{len(evals)}] {spec.model} on {spec.task}: {spec.about}")
         if spec.model not in models:
             tic = time.perf_counter()
             models[spec.model] = zoo.load(spec.model, device=device, dtype=dtype, weights_dir=weights_dir)
-            console.print(f"loaded [bold]{spec.model}[/] in {time.perf_counter() - tic:.1f} s")
+            logger.info("loaded %s in %.1f s", spec.model, time.perf_counter() - tic)
         tic = time.perf_counter()
         run_dir = out / f"{spec.model}--{spec.task}"
         results = zoo.evaluate(models[spec.model], spec.task, _data_path(spec, scenes_dir), batch_size=16,
                                output_dir=run_dir, progress=False, **spec.overrides)
+        console.print(f"      {results['num_rows']} rows, {results['num_failed']} failed, "
+                      f"{time.perf_counter() - tic:.0f} s; {run_dir / 'report.html'}")
         rows.append({
             "model": spec.model, "task": spec.task, "about": spec.about, "rows": results["num_rows"],
             "failed": results["num_failed"], "seconds": time.perf_counter() - tic, "report": f"{run_dir.name}/report.html",
@@ -126,9 +132,6 @@ def run_demo(
             "card_sample": _card_values(spec.model, spec.task, spec.data),
             "card_full": _card_values(spec.model, spec.task, None),
         })
-    for row in rows:
-        console.print(f"[bold]{row['model']}[/]: {row['about']}; {row['rows']} rows, {row['failed']} failed, "
-                      f"{row['seconds']:.0f} s; {out / row['report']}")
     table = Table(title="zero-shot evaluations on the shipped samples")
     for column in ("model", "metric", "this run", "card: same sample", "card: full test set"):
         table.add_column(column, no_wrap=column == "metric")

@@ -44,9 +44,12 @@ def embed_isolating(
     embed: Callable[[Any], torch.Tensor],
     batch_size: int,
     on_chunk: Callable[[int], None] | None = None,
+    *,
+    as_float_cpu: bool = True,
 ) -> tuple[dict[int, torch.Tensor], dict[int, str]]:
     """Embed ``(index, item)`` pairs in batches: ``process(items)`` builds a batch, ``embed(batch)`` gives
-    ``[B, D]``. Returns float32 CPU vectors keyed by index and ``{index: error}`` for items that failed."""
+    ``[B, D]``. Returns float32 CPU vectors keyed by index (``as_float_cpu=False``: where and in the dtype
+    ``embed`` gave them) and ``{index: error}`` for items that failed."""
     vectors: dict[int, torch.Tensor] = {}
     failures: dict[int, str] = {}
     for chunk in chunks(list(items), batch_size):
@@ -55,7 +58,9 @@ def embed_isolating(
         failures.update(failed)
         if batch is not None:
             with torch.no_grad():
-                out = embed(batch).float().cpu()
+                out = embed(batch)
+            if as_float_cpu:
+                out = out.float().cpu()
             vectors.update({r.index: v for r, v in zip(good, out, strict=True)})
         if on_chunk is not None:
             on_chunk(len(chunk))

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.models.embedding import EmbedResult, as_item_list, embed_in_batches
 from zoo.models.pretrained import PretrainedMixin
 from zoo.processing import ProcessorSet, move_to
 
@@ -68,13 +69,37 @@ class DualEncoder(PretrainedMixin, nn.Module):
         _, projection = self._tower_and_projection(modality)
         return F.normalize(projection(move_to(pooled, self.device, self.dtype)), dim=-1)
 
-    def embed(self, modality: str, items: Sequence[Any]) -> torch.Tensor:
-        """L2-normalised embeddings of raw items of ``modality``."""
-        self._tower_and_projection(modality)  # unknown modality: name the towers before processing anything
-        return self.embed_processed(modality, self.processor(modality, items).inputs)
+    def embed(
+        self, modality: str, items: Sequence[Any], batch_size: int = 64, on_error: str = "raise"
+    ) -> torch.Tensor | EmbedResult:
+        """L2-normalised embeddings ``[len(items), embed_dim]`` of raw items of ``modality``, in input order,
+        ``batch_size`` items per forward pass under ``torch.inference_mode`` (no grad is kept; called outside
+        inference mode the result is an ordinary tensor on the model's device in its dtype). Training goes
+        through ``forward`` / :meth:`embed_processed`, which keep autograd.
 
-    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
-        return self.embed("text", texts)
+        Each item is processed on its own terms: one that cannot be processed is left out of its batch, so
+        the other items' embeddings are those they get without it. ``on_error="raise"`` (default): after every
+        item has been tried, one :class:`zoo.models.embedding.ItemsFailedError` names each failed item's index
+        and reason. ``on_error="report"``: return an :class:`zoo.models.embedding.EmbedResult` with the
+        embeddings of the items that worked, their indices and ``{index: error}`` for the rest.
+        """
+        self._tower_and_projection(modality)  # unknown modality: name the towers before processing anything
+        return embed_in_batches(
+            as_item_list(items, "embed"),
+            lambda values: self.processor(modality, values),
+            lambda batch: self.embed_processed(modality, batch.inputs),
+            self.spec.embed_dim,
+            self.dtype,
+            self.device,
+            batch_size,
+            on_error,
+        )
+
+    def embed_text(
+        self, texts: Sequence[str], batch_size: int = 64, on_error: str = "raise"
+    ) -> torch.Tensor | EmbedResult:
+        """:meth:`embed` of ``"text"`` items: same batching, inference mode and error reporting."""
+        return self.embed("text", texts, batch_size=batch_size, on_error=on_error)
 
     @staticmethod
     def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

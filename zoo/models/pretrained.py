@@ -1,7 +1,9 @@
-"""What every zoo model shares: its spec, its processor, its device, and ``save_pretrained``."""
+"""What every zoo model shares: its spec, its processor, its device, ``save_pretrained`` and ``push_to_hub``."""
 
 from __future__ import annotations
 
+import logging
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,14 @@ from typing import Any
 import torch
 
 from zoo.processing import move_to
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_COMMIT_MESSAGE = "Upload model saved by modalzoo"
+
+
+class HubUploadError(RuntimeError):
+    """``push_to_hub`` could not create or upload to the Hub repo; the message says what to check."""
 
 
 class PretrainedMixin:
@@ -42,3 +52,50 @@ class PretrainedMixin:
         from zoo.io import save_pretrained
 
         return save_pretrained(self, directory)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool = False,
+        commit_message: str = DEFAULT_COMMIT_MESSAGE,
+        api: Any = None,
+    ) -> Any:
+        """Save the model with ``save_pretrained`` to a temporary folder and upload that folder to the Hugging
+        Face Hub model repo ``repo_id`` ("org/name"), creating the repo if needed (``private`` only applies
+        then). Load it back with ``zoo.load("hf-hub:<repo_id>")``. ``token`` defaults to the one saved by
+        ``hf auth login``; ``api`` is a ``huggingface_hub.HfApi`` (or anything with its ``create_repo`` and
+        ``upload_folder``). Returns what ``upload_folder`` returns (the commit info). A Hub error (not logged
+        in, no write access, bad repo id, no network) is raised as :class:`HubUploadError` saying what to do.
+        """
+        if not isinstance(repo_id, str) or not repo_id.strip("/") or repo_id.count("/") > 1:
+            raise ValueError(f"repo_id must be 'name' or 'org/name', got {repo_id!r}")
+        if api is None:
+            from huggingface_hub import HfApi
+
+            api = HfApi()
+        with tempfile.TemporaryDirectory(prefix="modalzoo-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / repo_id.rsplit("/", 1)[-1])
+            _point_card_at_hub(folder, repo_id)
+            try:
+                logger.info("creating (if needed) and uploading %s to the Hub repo %s", folder.name, repo_id)
+                api.create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
+                return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
+                                         token=token, repo_type="model")
+            except (OSError, ValueError) as err:  # huggingface_hub's HTTP, auth and validation errors
+                raise HubUploadError(
+                    f"could not push to the Hugging Face Hub repo {repo_id!r}: {type(err).__name__}: {err}\n"
+                    "Check that you are logged in (`hf auth login`, or `huggingface-cli login` with an older "
+                    "huggingface_hub; or pass token=...), that the token may write to the repo, and that the repo "
+                    "id is right ('org/name', an org you belong to)."
+                ) from err
+
+
+def _point_card_at_hub(folder: Path, repo_id: str) -> None:
+    """The saved card says ``zoo.load('<the temporary folder>')``; on the Hub it should name the repo."""
+    card = folder / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8")
+        card.write_text(text.replace(f"zoo.load({str(folder)!r})", f"zoo.load({'hf-hub:' + repo_id!r})"),
+                        encoding="utf-8")
