@@ -16,10 +16,11 @@ from typing import Any
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 KINDS: tuple[str, ...] = (
-    "generate", "predict", "regress", "multiple-choice", "retrieval", "zero-shot-classification", "linear-probe"
+    "generate", "predict", "regress", "property", "multiple-choice", "retrieval", "zero-shot-classification",
+    "linear-probe",
 )
-# kinds whose model output is an answer per row (text, a ranked list, a value), scored by a metric from tasks.metrics
-ANSWER_KINDS: tuple[str, ...] = ("generate", "predict", "regress")
+# kinds whose model output is an answer per row (text, a ranked list, values), scored by a metric from tasks.metrics
+ANSWER_KINDS: tuple[str, ...] = ("generate", "predict", "regress", "property")
 
 
 class TaskConfigError(ValueError):
@@ -35,6 +36,11 @@ class TaskConfig:
     row_range: ``[start, end]`` fractions of the data file's rows that the task scores, for a published
             fixed split inside one file (Yield-BERT's Suzuki–Miyaura test set is the last 30%: ``[0.7, 1.0]``);
             row ``i`` of ``n`` is in it when ``floor(start * n) <= i < floor(end * n)``, in decimal arithmetic.
+    split: a train/valid/test split computed from the file (``{method: scaffold|random, fractions, seed, part}``,
+            see :mod:`tasks.data.splits`); evaluation reads ``part`` (test by default), fine-tuning trains on the
+            train part and selects on the valid part.
+    targets, target_type: a ``property`` task's label columns and their type (``binary``: 0/1, each column a
+            task with NaN-masked missing labels; ``regression``; ``multiclass``: one column of ``class_names``).
     """
 
     name: str
@@ -50,12 +56,18 @@ class TaskConfig:
     class_names: list[str] = field(default_factory=list)
     class_templates: list[str] = field(default_factory=lambda: ["{}"])
     row_range: list[float] | None = None
+    split: dict[str, Any] | None = None
+    targets: list[str] = field(default_factory=list)
+    target_type: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise TaskConfigError(f"task {self.name!r}: unknown kind {self.kind!r}; allowed: {', '.join(KINDS)}")
         if self.row_range is not None:
             check_row_range(self.row_range, f"task {self.name!r} row_range")
+        self.split_spec  # noqa: B018  (parsed once here, so a bad split is a task error)
+        if self.kind == "property":
+            self._check_property()
         # Checked here, once, so that a bad template is a task error and not a failure of every row.
         try:
             names = [name for _, name, _, _ in Formatter().parse(self.prompt_template) if name is not None]
@@ -67,6 +79,29 @@ class TaskConfig:
             raise TaskConfigError(
                 f"task {self.name!r}: prompt_template fields must be named after row fields, like {{question}}"
             )
+
+    @property
+    def split_spec(self) -> Any:
+        """``split`` parsed as a :class:`tasks.data.splits.Split` (None when the task has no split)."""
+        from tasks.data.splits import Split
+
+        if self.split is None:
+            return None
+        try:
+            return Split.from_mapping(self.split, f"task {self.name!r} split")
+        except ValueError as err:
+            raise TaskConfigError(str(err)) from None
+
+    def _check_property(self) -> None:
+        from tasks.data.properties import TARGET_TYPES
+
+        where = f"task {self.name!r}"
+        if self.target_type not in TARGET_TYPES:
+            raise TaskConfigError(f"{where}: target_type must be one of {', '.join(TARGET_TYPES)}, got {self.target_type!r}")
+        if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
+            raise TaskConfigError(f"{where}: targets must list the label columns, e.g. targets: [p_np]")
+        if self.target_type == "multiclass" and (len(self.targets) != 1 or len(self.class_names) < 2):
+            raise TaskConfigError(f"{where}: a multiclass task has one target column and at least two class_names")
 
     def column(self, role: str) -> str:
         """The row column that plays ``role`` (defaults to the role's own name)."""

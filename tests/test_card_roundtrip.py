@@ -24,7 +24,7 @@ from zoo.errors import WeightsError
 from zoo.io import load_safetensors, load_state_strict, sha256_file, tied_groups
 from zoo.models.dual_encoder import DualEncoder
 from zoo.models.multimodal_lm import MultimodalLM
-from zoo.models.regressor import Regressor
+from zoo.models.predictor import Predictor
 from zoo.models.template_model import TemplateModel
 from zoo.recipes import export_weights
 
@@ -85,7 +85,7 @@ def offline_skip_reason(name: str) -> str | None:
 
 def outputs(model: Any) -> list[Any]:
     """What the model gives on a small fixed input, by family: logits and greedy text (multimodal LMs),
-    embeddings (encoders, dual encoders), logits and top-k outcomes (template models), values (regressors)."""
+    embeddings (encoders, dual encoders), logits and top-k outcomes (template models), values (predictors)."""
     with torch.no_grad():
         if isinstance(model, MultimodalLM):
             placeholders = model.processor.placeholders
@@ -99,7 +99,7 @@ def outputs(model: Any) -> list[Any]:
         if isinstance(model, TemplateModel):
             inputs = REACTANTS if model.spec.direction == "forward" else MOLECULES
             return [model(**model.processor(model.modality, inputs).inputs), model.predict(inputs, top_k=3)]
-        if isinstance(model, Regressor):
+        if isinstance(model, Predictor):
             return [model.predict([f"{r}>>{p}" for r, p in zip(REACTANTS, MOLECULES, strict=True)])]
         return [model.embed(ITEMS[model.modality])]
 

@@ -1,4 +1,4 @@
-"""The regressor family and yield regression: the reaction-components encoder, the ``regress`` task kind with a
+"""Yield regression with a predictor (regression head): the reaction-components encoder, the ``regress`` task kind with a
 fixed row range, training (head, then fine-tuning) with every unusable row reported, and save/load."""
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def vocab_file(tmp_path_factory) -> str:
 def regressor_spec(vocab_file: str, side_pooling: str = "sum") -> dict:
     config = {"model_config": TINY_ALBERT, "vocab_file": vocab_file, "max_length": 96, "pooling": "mean",
               "side_pooling": side_pooling}
-    return {"type": "regressor", "modality": "smiles", "target": "yield", "hidden_sizes": [16], "dropout": 0.0,
+    return {"type": "predictor", "modality": "smiles", "head": "regression", "targets": ["yield"], "hidden_sizes": [16],
+            "dropout": 0.0,
             "encoder": {"type": "reaction-components", "config": config}}
 
 
@@ -174,7 +175,7 @@ def test_the_head_learns_and_a_bad_row_is_reported(vocab_file) -> None:
     assert fit.rows_used == 60 and list(fit.failed_rows) == ["synthetic:100"]
     assert "reaction item" in fit.failed_rows["synthetic:100"]
     targets = [r.fields["target"] for r in rows]
-    assert r_squared(model.predict([r.fields["item"] for r in rows]), targets) > 0.9
+    assert r_squared([v[0] for v in model.predict([r.fields["item"] for r in rows])], targets) > 0.9
     assert model.target_mean.item() == pytest.approx(sum(targets) / len(targets))
 
 

@@ -264,7 +264,7 @@ def test_early_stopping_restores_the_best_weights(scenes, tmp_path):
 def test_settings_are_checked(scenes, tmp_path):
     with pytest.raises(TrainingError, match="unknown training setting.*lr_group.*allowed"):
         finetune(zoo.build("tiny-test-vlm"), "vqa", scenes / "train.jsonl", output_dir=tmp_path, lr_group={"x": 1})
-    with pytest.raises(TrainingError, match="'instruct' adds LoRA"):
+    with pytest.raises(TrainingError, match="a DualEncoder trains with stage 'align' or 'full', not 'instruct'"):
         finetune(zoo.build(dual_encoder_spec()), "retrieval", scenes / "train.jsonl", "instruct", tmp_path)
     with pytest.raises(TrainingError, match="lr_groups key.*encoders.*trainable: projectors.image"):
         _train(zoo.build("tiny-test-vlm"), "align", tmp_path, scenes, lr_groups={"encoders": 1e-5})

@@ -14,7 +14,7 @@ from zoo.spec import (
     EncoderSpec,
     ModelSpec,
     MultimodalLMSpec,
-    RegressorSpec,
+    PredictorSpec,
     SpecError,
     TemplateModelSpec,
     config_to_dict,
@@ -80,8 +80,8 @@ def build_model(
             return _build_encoder_model(spec, load_pretrained, saved_processor, saved_dir)
         if isinstance(spec, TemplateModelSpec):
             return _build_template_model(spec, load_pretrained, saved_processor, saved_dir)
-        if isinstance(spec, RegressorSpec):
-            return _build_regressor(spec, load_pretrained, saved_processor, saved_dir)
+        if isinstance(spec, PredictorSpec):
+            return _build_predictor(spec, load_pretrained, saved_processor, saved_dir)
     raise SpecError(f"cannot build a spec of type {type(spec).__name__}")
 
 
@@ -144,10 +144,10 @@ def _build_dual_encoder(
 
 
 def _single_encoder(
-    spec: EncoderSpec | TemplateModelSpec | RegressorSpec, load_pretrained: bool, saved: Mapping[str, Any] | None,
+    spec: EncoderSpec | TemplateModelSpec | PredictorSpec, load_pretrained: bool, saved: Mapping[str, Any] | None,
     saved_dir: Path | None,
 ) -> tuple[Any, Any]:
-    """The one encoder of an encoder, template or regressor model and its processor set."""
+    """The one encoder of an encoder, template or predictor model and its processor set."""
     from zoo.processing import ProcessorSet
 
     encoder = _encoder(spec.encoder, "spec.encoder", spec.modality, load_pretrained)
@@ -171,9 +171,9 @@ def _build_template_model(
     return TemplateModel(spec, *_single_encoder(spec, load_pretrained, saved, saved_dir))
 
 
-def _build_regressor(
-    spec: RegressorSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, saved_dir: Path | None
+def _build_predictor(
+    spec: PredictorSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, saved_dir: Path | None
 ) -> Any:
-    from zoo.models.regressor import Regressor
+    from zoo.models.predictor import Predictor
 
-    return Regressor(spec, *_single_encoder(spec, load_pretrained, saved, saved_dir))
+    return Predictor(spec, *_single_encoder(spec, load_pretrained, saved, saved_dir))

@@ -6,6 +6,8 @@ Listing reads cards only, so it never imports torch and answers quickly.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from typing import Any, Optional
 
@@ -14,6 +16,49 @@ import typer
 app = typer.Typer(help="modalzoo: multimodal models by name.", no_args_is_help=True, add_completion=False)
 
 DTYPES = ("float32", "float16", "bfloat16")
+PACKAGE_LOGGERS = ("zoo", "encoders", "projectors", "tasks")  # the packages modalzoo installs
+_STATE = {"quiet": False}  # set by the -q option for commands that pass their own progress switch
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (as logging's own last-resort handler),
+    so a handler set up by one command never holds on to a stream that has since been swapped or closed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """The package loggers at WARNING (``quiet`` too, which also turns progress bars off), INFO with
+    ``verbose=1``, DEBUG with 2 or more; their records go to stderr as ``LEVEL logger: message``."""
+    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 and not quiet else logging.WARNING
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for name in PACKAGE_LOGGERS:
+        log = logging.getLogger(name)
+        for old in [h for h in log.handlers if isinstance(h, _StderrHandler)]:
+            log.removeHandler(old)
+        log.addHandler(handler)
+        log.setLevel(level)
+    _STATE["quiet"] = quiet
+    if quiet:  # tqdm >= 4.66 reads TQDM_* defaults from the environment; huggingface_hub has its own switch
+        os.environ["TQDM_DISABLE"] = "1"
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        if "huggingface_hub" in sys.modules:  # read at import time: tell an already imported hub as well
+            sys.modules["huggingface_hub"].utils.disable_progress_bars()
+
+
+@app.callback()
+def _global_options(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more log lines: -v info, -vv debug"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="only warnings and errors, and no progress bars"),
+) -> None:
+    if verbose and quiet:
+        raise typer.BadParameter("give --verbose or --quiet, not both")
+    configure_logging(verbose, quiet)
 
 
 def _weights_dir_option() -> Any:
@@ -128,7 +173,8 @@ def eval_cmd(
     from zoo.loading import load
 
     model = load(name, **_load_options(weights_dir, device, dtype))
-    results = evaluate(model, task, data, batch_size=batch_size, limit=limit, output_dir=output_dir, **_parse_overrides(overrides))
+    results = evaluate(model, task, data, batch_size=batch_size, limit=limit, output_dir=output_dir,
+                       **{"progress": not _STATE["quiet"], **_parse_overrides(overrides)})
     main_process = is_main_process()
     leave_process_group()
     if not main_process:  # under accelerate launch every process holds the results; one prints them
@@ -185,12 +231,27 @@ def merge_cmd(
     typer.echo(f"wrote {output}")
 
 
+def _parse_widths(text: str) -> list[int]:
+    """``512,256`` -> ``[512, 256]``; empty -> ``[]``."""
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise typer.BadParameter(f"--head-hidden-sizes takes positive integers separated by commas, e.g. 512,256; got {text!r}")
+    return [int(p) for p in parts]
+
+
 @app.command("finetune")
 def finetune_cmd(
     name: str = typer.Argument(..., help="model: a name from `zoo list`, a directory, or hf-hub:org/repo"),
     task: str = typer.Option(..., "--task", "-t", help="a built-in task or a task YAML: how rows become examples"),
     data: str = typer.Option(..., "--data", "-d", help="training data file or folder the task's reader takes"),
-    stage: str = typer.Option("instruct", "--stage", "-s", help="align (projectors), instruct (+ LoRA on the LLM), full"),
+    stage: Optional[str] = typer.Option(  # noqa: UP045 (typer)
+        None, "--stage", "-s", help="align (projectors), instruct (+ LoRA on the LLM; the default), full; for a "
+        "property task: head (encoder frozen) or full (the default)"
+    ),
+    head_hidden_sizes: str = typer.Option(
+        "", "--head-hidden-sizes", help="property tasks: the head's hidden widths, e.g. 512,256 (default: a linear head)"
+    ),
+    head_dropout: float = typer.Option(0.0, "--head-dropout", help="property tasks: dropout in the head"),
     output_dir: str = typer.Option("runs/finetune", "--output-dir", "-o", help="checkpoints, metrics and final/ go here"),
     validation_data: Optional[str] = typer.Option(None, "--validation-data", help="evaluated every eval_every steps"),  # noqa: UP045 (typer)
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="optimizer steps (overrides epochs)"),  # noqa: UP045 (typer)
@@ -209,19 +270,23 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a model on a task; re-running the same command resumes from the newest complete checkpoint.
 
+    A property task (e.g. -t moleculenet-bbbp) puts a head on an encoder card and trains it on the task's train
+    split, validating on its valid split (--set eval_every=epoch --set early_stopping_metric=roc_auc keeps the best).
+
     Several processes: `accelerate launch --num_processes N -m zoo.cli finetune ...` (same global batch).
     """
     from zoo.evaluation.distributed import is_main_process
     from zoo.loading import load
     from zoo.training import TrainingError, finetune
 
-    options = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr}
+    options = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr, "progress": not _STATE["quiet"]}
     overrides = {**options, **_parse_overrides(settings)}  # --set max_steps=... wins over the default option
     if allow_rng_reset:
         overrides["allow_rng_reset"] = True
     model = load(name, **_load_options(weights_dir, device, dtype))
     try:
-        result = finetune(model, task, data, stage, output_dir, validation_data=validation_data, **overrides)
+        result = finetune(model, task, data, stage, output_dir, validation_data=validation_data,
+                          head_hidden_sizes=_parse_widths(head_hidden_sizes), head_dropout=head_dropout, **overrides)
     except TrainingError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from err
@@ -245,7 +310,8 @@ def recipe_cmd(
     from zoo.training import TrainingError
 
     try:
-        written = run_recipe(name, data_root, output_dir or f"runs/{name}", weights_dir, **_parse_overrides(settings))
+        written = run_recipe(name, data_root, output_dir or f"runs/{name}", weights_dir,
+                             **{"progress": not _STATE["quiet"], **_parse_overrides(settings)})
     except TrainingError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from err

@@ -196,7 +196,7 @@ class EncoderSpec:
 
 
 def _check_head(hidden_sizes: list[int], dropout: float) -> None:
-    """An MLP head's widths and dropout (the template and regressor families)."""
+    """An MLP head's widths and dropout (the template and predictor families)."""
     if any(h < 1 for h in hidden_sizes):
         raise SpecError(f"every spec.hidden_sizes entry must be at least 1, got {hidden_sizes}")
     if not 0.0 <= dropout < 1.0:
@@ -245,42 +245,63 @@ class TemplateModelSpec:
 
 
 @dataclass(frozen=True)
-class RegressorSpec:
-    """An encoder -> MLP head -> one real value per item (a reaction yield, a solubility). ``target`` names
-    the value; the head learns standardised targets and the model scales its output back to data units."""
+class PredictorSpec:
+    """An encoder -> MLP head -> properties of each item. ``head`` is ``regression`` (one real value per
+    target, learned standardised and scaled back to data units), ``binary`` (one probability per target:
+    multi-label with missing labels masked) or ``multiclass`` (a probability per entry of ``classes``).
+    ``targets`` names the label columns it was trained on (one column for multiclass). ``hidden_sizes: []`` is
+    a linear head on the LayerNorm'd features."""
 
     modality: str
     encoder: ComponentSpec
-    target: str = "y"
-    hidden_sizes: list[int] = field(default_factory=lambda: [512])
-    dropout: float = 0.1
+    targets: list[str]
+    head: str = "regression"
+    classes: list[str] = field(default_factory=list)
+    hidden_sizes: list[int] = field(default_factory=list)
+    dropout: float = 0.0
     seed: int = 0
-    type: str = "regressor"
+    type: str = "predictor"
+
+    HEADS: ClassVar[tuple[str, ...]] = ("regression", "binary", "multiclass")
 
     def __post_init__(self) -> None:
+        if self.head not in self.HEADS:
+            raise SpecError(f"unknown spec.head {self.head!r}; allowed: {', '.join(self.HEADS)}")
+        if not self.targets or len(set(self.targets)) != len(self.targets):
+            raise SpecError(f"spec.targets must name one or more distinct label columns, got {self.targets}")
+        if (self.head == "multiclass") != bool(self.classes):
+            raise SpecError("spec.classes lists the classes of a multiclass head (at least two), and only of one")
+        if self.head == "multiclass" and (len(self.classes) < 2 or len(self.targets) != 1):
+            raise SpecError("a multiclass head has one target column and at least two spec.classes")
         _check_head(self.hidden_sizes, self.dropout)
 
+    @property
+    def num_outputs(self) -> int:
+        return len(self.classes) if self.head == "multiclass" else len(self.targets)
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RegressorSpec:
+    def from_dict(cls, data: Mapping[str, Any]) -> PredictorSpec:
         allowed, required = _field_names(cls)
         _check_keys(data, allowed, "spec", required)
         return cls(
             modality=str(data["modality"]),
             encoder=ComponentSpec.from_dict(data["encoder"], "spec.encoder"),
-            target=str(data.get("target", "y")),
-            hidden_sizes=[int(h) for h in data.get("hidden_sizes", [512])],
-            dropout=float(data.get("dropout", 0.1)),
+            targets=[str(t) for t in data["targets"]],
+            head=str(data.get("head", "regression")),
+            classes=[str(c) for c in data.get("classes", [])],
+            hidden_sizes=[int(h) for h in data.get("hidden_sizes", [])],
+            dropout=float(data.get("dropout", 0.0)),
             seed=int(data.get("seed", 0)),
         )
 
 
-ModelSpec = MultimodalLMSpec | DualEncoderSpec | EncoderSpec | TemplateModelSpec | RegressorSpec
+ModelSpec = MultimodalLMSpec | DualEncoderSpec | EncoderSpec | TemplateModelSpec | PredictorSpec
 SPEC_TYPES: dict[str, type] = {
     "multimodal-lm": MultimodalLMSpec,
     "dual-encoder": DualEncoderSpec,
     "encoder": EncoderSpec,
     "template-classifier": TemplateModelSpec,
-    "regressor": RegressorSpec,
+    "predictor": PredictorSpec,
 }
 
 

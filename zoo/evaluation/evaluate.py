@@ -18,9 +18,10 @@ from typing import Any
 
 from tasks.config import ANSWER_KINDS, TaskConfig, load_task, rows_in_range
 from tasks.data.manifest import Row, read_rows
+from tasks.data.splits import rows_in_split
 from zoo.evaluation import scoring
 from zoo.evaluation.distributed import gather_outcome, is_main_process, shard_rows
-from zoo.evaluation.fields import check_rows
+from zoo.evaluation.fields import check_rows, scored_reference
 from zoo.evaluation.runners import RUNNERS, Outcome
 
 PACKAGES = ("modalzoo", "torch", "transformers", "timm", "open-clip-torch", "rdkit", "torch-geometric", "torchaudio")
@@ -32,6 +33,7 @@ METRICS = {
     "grounding": scoring.grounding,
     "molecule_generation": scoring.molecule_generation,
     "regression": scoring.regression,
+    "property": scoring.property_scores,
 }
 EMBEDDING_METRICS = ("retrieval", "zero_shot_classification")
 
@@ -79,8 +81,9 @@ def _score(task: TaskConfig, rows: list[Row], usable: list[Row], outcome: Outcom
         return {}, per_row
     scores = METRICS[task.metric](
         [outcome.predictions.get(r.index) for r in usable],
-        [r.fields[task.column("reference")] for r in usable],
+        [scored_reference(task, r) for r in usable],
         **task.metric_options,
+        **({"target_type": task.target_type} if task.kind == "property" else {}),
     )
     for row, score in zip(usable, scores.per_row, strict=True):
         per_row[row.index] = score
@@ -148,7 +151,8 @@ def evaluate(
     started = time.time()
     if task.kind in ANSWER_KINDS and task.metric not in METRICS:
         raise KeyError(f"task {task.name!r} names unknown metric {task.metric!r}; known: {', '.join(METRICS)}")
-    rows = rows_in_range(read_rows(task.reader, data, task.column("item"), task.modality), task.row_range)[:limit]
+    rows = rows_in_range(read_rows(task.reader, data, task.column("item"), task.modality), task.row_range)
+    rows = rows_in_split(rows, task.split_spec, task.column("item"))[:limit]
     if not rows:
         raise ValueError(f"{data} has no rows for task {task.name!r}")
     unusable = {r.index: ("read", r.error or "") for r in rows if not r.ok}
@@ -177,7 +181,7 @@ def evaluate(
                 "item": _json_safe(r.fields.get(task.column("item"))),
                 "prompt": r.fields.get(task.column("prompt")),
                 "prediction": _json_safe(outcome.predictions.get(r.index)),
-                "reference": _json_safe(r.fields.get(task.column("reference"), r.fields.get(task.column("answer")))),
+                "reference": _json_safe(_reference(task, r)),
                 "score": per_row.get(r.index, 0.0) if per_row else None,
                 "error": outcome.failures.get(r.index, (None, None))[1],
             }
@@ -200,9 +204,32 @@ def evaluate(
             "duration_s": round(time.time() - started, 3),
         },
     }
+    results |= {k: _json_safe(v) for k, v in outcome.extra.items() if k not in results}  # e.g. a confusion matrix
     if output_dir is not None and is_main_process():
         write_results(results, Path(output_dir), report=report)
     return results
+
+
+def _reference(task: TaskConfig, row: Row) -> Any:
+    """What a row's prediction is compared with, in the column that plays the reference role for the task's
+    kind: the class label, the right option (as predictions show it), the probe's or property task's labels, else
+    ``reference`` (``answer`` when there is no reference column)."""
+    fields = row.fields
+    if task.kind == "zero-shot-classification":
+        return fields.get(task.column("label"))
+    if task.kind == "multiple-choice":
+        options, answer = fields.get(task.column("options")), fields.get(task.column("answer"))
+        chosen = int(answer) if isinstance(answer, str) and answer.strip().isascii() and answer.strip().isdigit() else answer
+        if isinstance(options, list) and isinstance(chosen, int) and not isinstance(chosen, bool) and 0 <= chosen < len(options):
+            return f"option {chosen}: {options[chosen]}"
+        return answer
+    if task.kind == "property":
+        return {c: fields.get(c) for c in task.targets} if fields else None
+    if task.kind == "linear-probe":
+        from zoo.evaluation.fields import probe_label_columns
+
+        return {c: fields.get(c) for c in probe_label_columns(task, row)} if fields else None
+    return fields.get(task.column("reference"), fields.get(task.column("answer")))
 
 
 def _spec_dict(model: Any) -> dict[str, Any]:

@@ -196,10 +196,25 @@ def _linear_probe(task: TaskConfig, row: Row) -> None:
         probe_label(row.fields.get(column), column)
 
 
+def scored_reference(task: TaskConfig, row: Row) -> Any:
+    """What a row's answer is scored against: a ``property`` task's labels (one per target, NaN = missing),
+    else the row's ``reference`` column."""
+    if task.kind == "property":
+        from tasks.data.properties import property_labels
+
+        return property_labels(row.fields, task.targets, task.target_type, task.class_names)
+    return row.fields[task.column("reference")]
+
+
+def _property(task: TaskConfig, row: Row) -> None:
+    scored_reference(task, row)
+
+
 KIND_CHECKS: dict[str, Callable[[TaskConfig, Row], None]] = {
     "generate": _generate,
     "predict": _predict,
     "regress": _predict,
+    "property": _property,
     "multiple-choice": _multiple_choice,
     "retrieval": _retrieval,
     "zero-shot-classification": _zero_shot,

@@ -27,6 +27,7 @@ class Outcome:
     metrics: dict[str, float] | None = None
     per_row: dict[int, float] | None = None
     rate_keys: tuple[str, ...] = ()  # metrics that are means over rows: unreadable rows extend them as misses
+    extra: dict[str, Any] = field(default_factory=dict)  # more results (e.g. a confusion matrix), copied into them
 
 
 def _progress(total: int, desc: str, enabled: bool) -> tqdm:
@@ -102,11 +103,39 @@ def run_predict(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: i
                               lambda candidates: [candidate.smiles for candidate in candidates])
 
 
+def _predictor_for(model: Any, task: TaskConfig, outputs: list[str] | None) -> None:
+    """Refuse a model whose head does not answer ``task`` (another family, other targets or classes)."""
+    spec = getattr(model, "spec", None)
+    if getattr(spec, "type", None) != "predictor":
+        raise ValueError(f"task {task.name!r} ({task.kind}) needs a model with a property head; "
+                         f"{type(model).__name__} has none: fine-tune one with `zoo finetune MODEL -t {task.name} ...`")
+    if outputs is not None and (spec.head, spec.classes or spec.targets) != (task.target_type, outputs):
+        raise ValueError(f"task {task.name!r} needs a {task.target_type} head over {outputs}; this model's head is "
+                         f"{spec.head} over {spec.classes or spec.targets}")
+
+
 def run_regress(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
-    """A regressor's value for each row (``model.predict(items)``)."""
+    """A one-target regression model's value for each row (``model.predict(items)``)."""
+    _predictor_for(model, task, None)
+    if model.spec.head != "regression" or len(model.spec.targets) != 1:
+        raise ValueError(f"task {task.name!r} scores one value per row; this model's head is {model.spec.head} over "
+                         f"{model.spec.targets}")
     column = task.column("item")
     return _run_model_predict(model, task, rows, batch_size, progress,
-                              lambda rs: model.predict([r.fields[column] for r in rs]), lambda value: value)
+                              lambda rs: model.predict([r.fields[column] for r in rs]), lambda values: values[0])
+
+
+def run_property(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
+    """A property model's outputs for each row (``model.predict(items)``). A row whose item cannot be featurized
+    is listed and given the model's uninformative answer (``model.prior()``), so it counts in every metric."""
+    _predictor_for(model, task, task.class_names if task.target_type == "multiclass" else task.targets)
+    column = task.column("item")
+    outcome = _run_model_predict(model, task, rows, batch_size, progress,
+                                 lambda rs: model.predict([r.fields[column] for r in rs]), lambda values: values)
+    prior = model.prior()
+    for index in outcome.failures:
+        outcome.predictions[index] = prior
+    return outcome
 
 
 def answer_log_likelihoods(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,6 +226,18 @@ def run_zero_shot_classification(model: Any, task: TaskConfig, rows: Sequence[Ro
     never add a class and move another row's prediction. A failed row is wrong and stays in every denominator."""
     from tasks.metrics import ensemble_class_embeddings, topk_lower_index_wins
 
+    def confusion_matrix(classes: list[str], labels: dict[int, str], predictions: dict[int, str]) -> dict[str, Any]:
+        """Rows by true class (``true_classes``: the classes, then any label that is not one, as a failed row's
+        can be) x predicted class (``columns``: the classes, then ``failed`` for rows with no prediction).
+        Rows that failed before this runner (unreadable, bad fields) are not here: they have no usable label."""
+        true_classes = list(classes) + sorted(set(labels.values()) - set(classes))
+        row_of = {c: k for k, c in enumerate(true_classes)}
+        column_of = {c: k for k, c in enumerate(classes)}
+        counts = [[0] * (len(classes) + 1) for _ in true_classes]
+        for i, label in labels.items():
+            counts[row_of[label]][column_of[predictions[i]] if i in predictions else len(classes)] += 1
+        return {"classes": list(classes), "true_classes": true_classes, "columns": [*classes, "failed"], "counts": counts}
+
     outcome = Outcome()
     bar = _progress(len(rows), f"{task.name}: embed", progress)
     items = _embed_rows(model, task.modality, [(r.index, r.fields[task.column("item")]) for r in rows], batch_size, outcome, bar)
@@ -211,6 +252,7 @@ def run_zero_shot_classification(model: Any, task: TaskConfig, rows: Sequence[Ro
         raise ValueError(f"task {task.name!r}: the text tower rejects the class prompts {missing[:3]}; fix class_templates")
     outcome.per_row = dict.fromkeys(labels, 0.0)
     if not items:
+        outcome.extra["confusion_matrix"] = confusion_matrix(classes, labels, {})
         return outcome
     class_matrix = ensemble_class_embeddings(torch.stack([text[i] for i in range(len(prompts))]).view(len(classes), len(task.class_templates), -1))
     ids = list(items)
@@ -220,14 +262,14 @@ def run_zero_shot_classification(model: Any, task: TaskConfig, rows: Sequence[Ro
     right = {i: i in top5 and top5[i][0] == truth[i] for i in labels}  # a failed row is wrong
     present = sorted({c for c in truth.values() if c >= 0})
     recalls = [sum(right[i] for i in truth if truth[i] == c) / sum(truth[i] == c for i in truth) for c in present]
-    outcome.metrics = {
-        "acc@1": sum(right.values()) / len(rows),
-        "acc@5": sum(truth[i] in top5.get(i, []) for i in labels) / len(rows),
-        "mean_per_class_recall": sum(recalls) / len(recalls),
-    }
-    outcome.rate_keys = ("acc@1", "acc@5")
+    outcome.metrics = {"acc@1": sum(right.values()) / len(rows)}
+    if len(classes) > 5:  # with 5 classes or fewer the top 5 always hold the true class: acc@5 would say nothing
+        outcome.metrics["acc@5"] = sum(truth[i] in top5.get(i, []) for i in labels) / len(rows)
+    outcome.metrics["mean_per_class_recall"] = sum(recalls) / len(recalls)
+    outcome.rate_keys = tuple(k for k in ("acc@1", "acc@5") if k in outcome.metrics)
     outcome.per_row = {i: float(r) for i, r in right.items()}
     outcome.predictions = {i: classes[t[0]] for i, t in top5.items()}
+    outcome.extra["confusion_matrix"] = confusion_matrix(classes, labels, outcome.predictions)
     return outcome
 
 
@@ -264,6 +306,7 @@ RUNNERS = {
     "generate": run_generate,
     "predict": run_predict,
     "regress": run_regress,
+    "property": run_property,
     "multiple-choice": run_multiple_choice,
     "retrieval": run_retrieval,
     "zero-shot-classification": run_zero_shot_classification,

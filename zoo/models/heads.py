@@ -1,4 +1,4 @@
-"""The MLP head that the template and regressor families put on their encoder's pooled vector."""
+"""The MLP head that the template and predictor families put on their encoder's pooled vector."""
 
 from __future__ import annotations
 

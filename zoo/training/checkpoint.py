@@ -80,8 +80,23 @@ def check_base(saved: dict[str, Any], current: dict[str, Any], where: Path) -> N
         )
 
 
+def _trainable_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The live tensors training changes: the parameters that train, and the persistent buffers of the modules
+    that own them (a training batch norm's running statistics move with its weights, so a checkpoint or the
+    best step without them would pair the weights of one step with the statistics of another)."""
+    tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    persistent = set(model.state_dict(keep_vars=True))
+    for prefix, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            for name, buffer in module.named_buffers(recurse=False):
+                key = f"{prefix}.{name}" if prefix else name
+                if key in persistent:
+                    tensors[key] = buffer
+    return tensors
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: t.detach().cpu().contiguous() for n, t in _trainable_tensors(model).items()}
 
 
 def save_trainable(model: nn.Module, path: Path) -> None:
@@ -91,11 +106,12 @@ def save_trainable(model: nn.Module, path: Path) -> None:
 
 
 def load_trainable(model: nn.Module, path: Path) -> None:
-    """Load a trainable-only file; its keys must be exactly the model's trainable parameters."""
+    """Load a trainable-only file; its keys must be exactly the model's trainable parameters and their modules'
+    buffers (:func:`trainable_state`)."""
     from safetensors.torch import load_file
 
     state = load_file(str(path))
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = _trainable_tensors(model)
     try:
         check_keys(params, state, str(path))
     except WeightsError as err:

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-STAGES: tuple[str, ...] = ("align", "instruct", "full")
+STAGES: tuple[str, ...] = ("align", "instruct", "head", "full")
 BATCHING: tuple[str, ...] = ("padded", "length-grouped", "packed")
 MIXED_PRECISION: tuple[str, ...] = ("no", "bf16")
+LR_SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")  # after warmup: to zero, to zero, flat
 # Settings that do not change the trained weights: a resumed run may differ in these.
 RESUME_FREE: tuple[str, ...] = ("progress", "resume", "save_every", "keep_checkpoints", "allow_rng_reset")
 
@@ -29,7 +30,8 @@ class TrainingConfig:
     ``batch_size`` is the GLOBAL micro-batch: under ``accelerate launch`` each of N processes takes
     ``batch_size / N`` examples of it, so one command gives the same optimisation at any process count. One
     optimizer step sees ``batch_size * grad_accum`` examples. ``max_steps`` (optimizer steps), when set,
-    overrides ``epochs``. ``eval_every``, ``save_every`` count optimizer steps; ``eval_limit`` validates on the
+    overrides ``epochs``. ``eval_every``, ``save_every`` count optimizer steps (``eval_every="epoch"``: once per pass
+    over the training data); ``eval_limit`` validates on the
     first N rows only. ``lr_groups`` maps a
     parameter-name prefix (``projectors``, ``language_model``, ``encoders.image``, ``logit_scale``...) to its
     own learning rate; other trainable parameters use ``lr``. With ``early_stopping_metric`` (a key of the
@@ -38,6 +40,11 @@ class TrainingConfig:
 stage. ``cache_frozen_features`` runs a ``DualEncoder``'s frozen towers once over the data and trains the
 heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=False`` keeps an
     ``instruct`` run's LoRA unmerged (``final/`` is then an adapter for ``zoo.training.load_adapter``).
+    ``layer_decay`` (in (0, 1]) scales each encoder parameter's learning rate by ``layer_decay ** (L + 1 - depth)``
+    (depth 0: embeddings, 1..L: the encoder's blocks, L + 1: what follows them; heads and projectors keep the full
+    rate), the layer-wise decay of BEiT / ELECTRA fine-tuning. The learning rate warms up linearly over
+    ``warmup_ratio`` of the steps, then follows ``lr_schedule``: ``cosine`` or ``linear`` decay to zero, or
+    ``constant`` (the MoleculeNet fine-tuning protocol of Hu et al.).
     ``keep_checkpoints`` (at least 2, so a damaged latest checkpoint has an earlier one to fall back to) is
     how many checkpoints stay on disk. ``allow_rng_reset`` lets a resume go on, with a warning and freshly
     seeded random states, when the checkpoint's saved random states cannot be read; without it that is an error.
@@ -51,6 +58,7 @@ heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=Fa
     lr: float = 1e-4
     lr_groups: dict[str, float] = field(default_factory=dict)
     warmup_ratio: float = 0.03
+    lr_schedule: str = "cosine"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
@@ -61,10 +69,11 @@ heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=Fa
     lora_target_modules: list[str] | None = None
     merge_lora: bool = True
     unfreeze_encoder_blocks: int = 0
+    layer_decay: float | None = None
     frozen: list[str] = field(default_factory=list)
     cache_frozen_features: bool = True
     batching: str = "padded"
-    eval_every: int | None = None
+    eval_every: int | str | None = None
     eval_limit: int | None = None
     early_stopping_metric: str | None = None
     early_stopping_mode: str = "max"
@@ -80,6 +89,7 @@ heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=Fa
         _choice("stage", self.stage, STAGES)
         _choice("batching", self.batching, BATCHING)
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("early_stopping_mode", self.early_stopping_mode, ("max", "min"))
         for name in ("epochs", "batch_size", "grad_accum", "lora_r", "save_every"):
             if getattr(self, name) < 1:
@@ -87,12 +97,16 @@ heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=Fa
         if self.keep_checkpoints < 2:
             raise TrainingError(f"keep_checkpoints must be at least 2 (the one before the latest is the fallback if the "
                                 f"latest is damaged), got {self.keep_checkpoints}")
+        if isinstance(self.eval_every, str) and self.eval_every != "epoch":
+            raise TrainingError(f"eval_every must be a number of steps or 'epoch', got {self.eval_every!r}")
         for name in ("max_steps", "eval_every", "eval_limit", "early_stopping_patience"):
             value = getattr(self, name)
-            if value is not None and value < 1:
+            if value is not None and value != "epoch" and value < 1:
                 raise TrainingError(f"{name} must be at least 1 (or unset), got {value}")
         if not 0 <= self.warmup_ratio < 1:
             raise TrainingError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise TrainingError(f"layer_decay must be in (0, 1] (or unset), got {self.layer_decay}")
         if self.unfreeze_encoder_blocks < 0:
             raise TrainingError(f"unfreeze_encoder_blocks must be >= 0, got {self.unfreeze_encoder_blocks}")
         if self.unfreeze_encoder_blocks and self.stage == "full":

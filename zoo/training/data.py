@@ -1,7 +1,8 @@
 """Training data: task rows -> examples (bad rows kept aside, with their reason) -> a seeded batch plan -> batches.
 
 A ``MultimodalLM`` example is the task's prompt (formatted exactly as the evaluation runners do) with the
-row's reference as the answer; a ``DualEncoder`` example is an (item, caption) pair. Every row is processed
+row's reference as the answer; a ``DualEncoder`` example is an (item, caption) pair; a ``Predictor`` example is
+an item and its labels (NaN where missing). A task with a ``split`` trains on its train part only. Every row is processed
 once up front, so a row that cannot be used (unreadable, a missing field, an item the processor rejects) is
 reported before training starts instead of failing a batch later; the same pass measures each example's
 length for length grouping and packing, and its answer tokens for the loss normalisation.
@@ -13,6 +14,7 @@ next epoch's order), and the data order is a pure function of (seed, examples, b
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
@@ -25,10 +27,11 @@ import torch
 
 from tasks.config import TaskConfig
 from tasks.data.manifest import Row, read_rows
+from tasks.data.splits import rows_in_split
 from zoo.evaluation.batching import build_isolating, chunks
 from zoo.processing import IGNORE_INDEX
 from zoo.training.config import TrainingError
-from zoo.training.stages import is_dual_encoder
+from zoo.training.stages import is_dual_encoder, is_predictor
 
 MEGABATCH_FACTOR = 50  # length grouping sorts within windows of 50 batches (as transformers' LengthGroupedSampler)
 
@@ -44,6 +47,7 @@ class Example:
     items: dict[str, list[Any]] = field(default_factory=dict)
     length: int = 1
     label_tokens: int = 0
+    labels: tuple[float, ...] = ()
 
 
 @dataclass
@@ -72,8 +76,12 @@ def target_of(task: TaskConfig, row: Row) -> str:
 
 
 def _example(model: Any, task: TaskConfig, row: Row) -> Example:
+    from zoo.evaluation.fields import scored_reference
     from zoo.evaluation.runners import _prompt
 
+    if is_predictor(model):
+        labels = tuple(scored_reference(task, row))
+        return Example(row.index, row.source, None, "", {model.modality: [row.fields[task.column("item")]]}, labels=labels)
     items = {task.modality: [row.fields[task.column("item")]]} if task.modality else {}
     if is_dual_encoder(model):
         return Example(row.index, row.source, None, target_of(task, row), items)
@@ -84,7 +92,13 @@ def build_examples(model: Any, task: TaskConfig, path: str | Path) -> TrainingDa
     """Read ``path`` with the task's reader and turn each row into an example or a reported failure."""
     if is_dual_encoder(model) and not task.modality:
         raise TrainingError(f"task {task.name!r} has no modality; a DualEncoder trains on (item, caption) pairs")
+    if is_predictor(model) != (task.kind == "property"):
+        raise TrainingError(f"task {task.name!r} is of kind {task.kind!r}; a model with a property head trains on a "
+                            "task of kind 'property', and only such a model does")
     rows = read_rows(task.reader, path, task.column("item"), task.modality)
+    split = task.split_spec
+    if split is not None:
+        rows = rows_in_split(rows, dataclasses.replace(split, part="train"), task.column("item"))
     if not rows:
         raise TrainingError(f"{path} has no rows for task {task.name!r}")
     failed: list[dict[str, Any]] = []
@@ -112,6 +126,9 @@ def _measure(model: Any, examples: Sequence[Example]) -> list[Example]:
     """Process ``examples`` as the collator will (raising on a bad item) and record their sizes."""
     from dataclasses import replace
 
+    if is_predictor(model):
+        model.processor(model.modality, [e.items[model.modality][0] for e in examples])
+        return list(examples)
     if is_dual_encoder(model):
         modality = next(iter(examples[0].items))
         model.processor(modality, [e.items[modality][0] for e in examples])
@@ -276,6 +293,39 @@ class PairCollator:
         }
 
 
+class PropertyCollator:
+    """Examples -> ``Predictor`` inputs: the processed items and their labels ``[B, targets]`` (NaN = missing)."""
+
+    def __init__(self, processor: Any, modality: str) -> None:
+        self.processor, self.modality = processor, modality
+
+    def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
+        return {
+            "inputs": self.processor(self.modality, [e.items[self.modality][0] for e in examples]).inputs,
+            "labels": torch.tensor([e.labels for e in examples], dtype=torch.float32),
+        }
+
+
+class CachedPropertyCollator:
+    """Examples -> ``Predictor`` inputs from the frozen encoder's cached pooled features."""
+
+    def __init__(self, pooled: torch.Tensor, positions: dict[int, int]) -> None:
+        self.pooled, self.positions = pooled, positions
+
+    def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
+        rows = torch.tensor([self.positions[e.index] for e in examples])
+        return {"pooled": self.pooled[rows], "labels": torch.tensor([e.labels for e in examples], dtype=torch.float32)}
+
+
+def make_collator(model: Any, config: Any) -> Any:
+    """The collator that turns a plan's examples into the model's training batch."""
+    if is_predictor(model):
+        return PropertyCollator(model.processor, model.modality)
+    if is_dual_encoder(model):
+        return PairCollator(model.processor)
+    return LMCollator(model.processor, packed=config.batching == "packed")
+
+
 class CachedPairCollator:
     """Examples -> ``DualEncoder`` inputs from cached pooled tower outputs (frozen towers are run once)."""
 
@@ -289,27 +339,32 @@ class CachedPairCollator:
 
 def frozen_tower_features(
     model: Any, examples: Sequence[Example], batch_size: int, progress: bool
-) -> CachedPairCollator | None:
-    """For a ``DualEncoder`` whose towers are all frozen (``align``), run each tower once over the examples
-    and return a collator serving the pooled outputs (SAIL-style: the heads then train in seconds per epoch);
-    None when any tower trains. The towers are in eval mode, so the features equal those of the uncached path
-    up to float rounding from different padding."""
-    if not is_dual_encoder(model):
+) -> CachedPairCollator | CachedPropertyCollator | None:
+    """For a ``DualEncoder`` whose towers are all frozen (``align``) or a ``Predictor`` whose encoder is frozen
+    (``head``), run the encoders once over the examples and return a collator serving the pooled outputs
+    (SAIL-style: the heads then train in seconds per epoch); None when an encoder trains. The encoders are in
+    eval mode, so the features equal those of the uncached path up to float rounding from different padding."""
+    if not (is_dual_encoder(model) or is_predictor(model)):
         return None
-    towers = [*model.towers.values(), model.text_tower]
+    towers = [model.encoder] if is_predictor(model) else [*model.towers.values(), model.text_tower]
     if any(p.requires_grad for tower in towers for p in tower.parameters()):
         return None
     from tqdm.auto import tqdm
 
-    modality = next(iter(examples[0].items))
+    modality = model.modality if is_predictor(model) else next(iter(examples[0].items))
     pooled, text_pooled = [], []
     with torch.no_grad():
-        for start in tqdm(range(0, len(examples), batch_size), desc="caching frozen tower features",
+        for start in tqdm(range(0, len(examples), batch_size), desc="caching frozen encoder features",
                           disable=not progress):
             chunk = examples[start : start + batch_size]
             inputs = model.processor(modality, [e.items[modality][0] for e in chunk]).inputs
+            if is_predictor(model):
+                pooled.append(model.run_encoder(model.encoder, inputs).pooled.float().cpu())
+                continue
             text_inputs = model.processor("text", [e.target for e in chunk]).inputs
             pooled.append(model.run_encoder(model.towers[modality], inputs).pooled.float().cpu())
             text_pooled.append(model.run_encoder(model.text_tower, text_inputs).pooled.float().cpu())
     positions = {e.index: i for i, e in enumerate(examples)}
+    if is_predictor(model):
+        return CachedPropertyCollator(torch.cat(pooled), positions)
     return CachedPairCollator(modality, torch.cat(pooled), torch.cat(text_pooled), positions)

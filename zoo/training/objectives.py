@@ -7,6 +7,7 @@ one forward that computes the loss.
 - :class:`ContrastiveObjective` is ``DualEncoder.forward``'s symmetric InfoNCE over the GLOBAL batch: under
   several processes the embeddings are all-gathered with gradient (``torch.distributed.nn.functional``), so
   every process sees the same negatives as one process would.
+- :class:`PropertyObjective` is a ``Predictor``'s mean loss over its batch's present labels.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.processing import IGNORE_INDEX
-from zoo.training.stages import is_dual_encoder
+from zoo.training.stages import is_dual_encoder, is_predictor
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -88,5 +89,21 @@ class ContrastiveObjective(nn.Module):
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
+class PropertyObjective(nn.Module):
+    """A ``Predictor``'s mean loss over the present labels of its batch (``Predictor.head_loss``), from processed
+    inputs or, when the encoder is frozen, from its cached pooled features."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, labels: torch.Tensor, inputs: Mapping[str, Any] | None = None,
+                pooled: torch.Tensor | None = None) -> torch.Tensor:
+        raw = self.model.head(pooled) if pooled is not None else self.model.head_output(**inputs)
+        return self.model.head_loss(raw, labels)
+
+
 def make_objective(model: nn.Module) -> nn.Module:
+    if is_predictor(model):
+        return PropertyObjective(model)
     return ContrastiveObjective(model) if is_dual_encoder(model) else CausalLMObjective(model)

@@ -1,4 +1,5 @@
-"""Train a :class:`~zoo.models.regressor.Regressor`: the head on frozen features, then everything together.
+"""Train a one-target regression :class:`~zoo.models.predictor.Predictor`: the head on frozen features, then
+everything together.
 
 This is linear-probe-then-fine-tune (Kumar et al., ICLR 2022): the head first learns on features computed once
 (cheap, many epochs), so that fine-tuning starts from a head that already fits and does not wreck the
@@ -136,7 +137,7 @@ def _finetune_phase(model: Any, rows: list[Row], settings: RegressionSettings, g
             for inputs, good in _batches(model, shuffled, settings.finetune_batch_size, failed):
                 targets = torch.tensor([r.fields["target"] for r in good], device=model.device)
                 standardised = (targets - model.target_mean) / model.target_std
-                loss = torch.nn.functional.mse_loss(model.standardised(**move_to(inputs, model.device)), standardised)
+                loss = torch.nn.functional.mse_loss(model.head_output(**move_to(inputs, model.device)).squeeze(-1), standardised)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

@@ -3,6 +3,7 @@
 - ``align``: the projectors only (encoders and LLM frozen: InstructMol / PRESTO stage 1). For a
   ``DualEncoder``: the projection heads and ``logit_scale`` (SAIL-style alignment of two frozen towers).
 - ``instruct``: the projectors plus LoRA adapters on ``model.language_model`` (peft).
+- ``head``: a ``Predictor``'s property head only (the encoder frozen: a linear probe when the head is linear).
 - ``full``: every parameter.
 
 ``unfreeze_encoder_blocks=N`` also trains the last N blocks of every encoder (see :func:`encoder_blocks`);
@@ -30,15 +31,40 @@ def is_dual_encoder(model: nn.Module) -> bool:
     return hasattr(model, "towers") and hasattr(model, "text_tower")
 
 
-def encoders_of(model: nn.Module) -> dict[str, nn.Module]:
-    """The modality encoders of a ``MultimodalLM``, or the towers (text included) of a ``DualEncoder``."""
+def is_predictor(model: nn.Module) -> bool:
+    return getattr(getattr(model, "spec", None), "type", None) == "predictor"
+
+
+STAGES_OF = {  # which stages train which family
+    "MultimodalLM": ("align", "instruct", "full"),
+    "DualEncoder": ("align", "full"),
+    "Predictor": ("head", "full"),
+}
+
+
+def family(model: nn.Module) -> str:
+    """The model's trainable family; a model that ``zoo finetune`` cannot train is an error saying what can."""
     if is_multimodal_lm(model):
-        return dict(model.encoders.items())
+        return "MultimodalLM"
     if is_dual_encoder(model):
-        return {**dict(model.towers.items()), "text": model.text_tower}
+        return "DualEncoder"
+    if is_predictor(model):
+        return "Predictor"
     raise TrainingError(
-        f"cannot fine-tune a {type(model).__name__}; finetune takes a MultimodalLM or a DualEncoder"
+        f"cannot fine-tune a {type(model).__name__} on this task; finetune trains a MultimodalLM, a DualEncoder, or "
+        "an encoder with a property head (give a task of kind 'property', e.g. -t moleculenet-bbbp, and the head is added)"
     )
+
+
+def encoders_of(model: nn.Module) -> dict[str, nn.Module]:
+    """The modality encoders of a ``MultimodalLM``, the towers (text included) of a ``DualEncoder``, or the one
+    encoder of a ``Predictor``."""
+    kind = family(model)
+    if kind == "MultimodalLM":
+        return dict(model.encoders.items())
+    if kind == "DualEncoder":
+        return {**dict(model.towers.items()), "text": model.text_tower}
+    return {model.modality: model.encoder}
 
 
 def encoder_blocks(encoder: nn.Module) -> tuple[str, list[nn.Module]]:
@@ -68,14 +94,17 @@ def apply_stage(model: nn.Module, config: TrainingConfig) -> int:
     """Freeze and unfreeze ``model`` for ``config.stage`` (adding LoRA for ``instruct``); returns how many
     parameters train."""
     encoders = encoders_of(model)
+    allowed = STAGES_OF[family(model)]
+    if config.stage not in allowed:
+        raise TrainingError(f"a {family(model)} trains with stage {' or '.join(repr(s) for s in allowed)}, "
+                            f"not {config.stage!r}")
     model.requires_grad_(config.stage == "full")
-    if config.stage != "full":
+    if config.stage == "head":
+        model.head.requires_grad_(True)
+        for modality, encoder in encoders.items():
+            _unfreeze_last_blocks(modality, encoder, config.unfreeze_encoder_blocks)
+    elif config.stage != "full":
         if is_dual_encoder(model):
-            if config.stage == "instruct":
-                raise TrainingError(
-                    "stage 'instruct' adds LoRA to a MultimodalLM's language model; a DualEncoder trains with "
-                    "'align' (projection heads + logit scale) or 'full'"
-                )
             model.projections.requires_grad_(True)
             model.text_projection.requires_grad_(True)
             model.logit_scale.requires_grad_(True)
@@ -90,7 +119,7 @@ def apply_stage(model: nn.Module, config: TrainingConfig) -> int:
         add_lora(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if not trainable:
-        raise TrainingError(f"stage {config.stage!r} leaves nothing to train in this model (no projection weights)")
+        raise TrainingError(f"stage {config.stage!r} leaves nothing to train in this model (no projection or head weights)")
     set_train_mode(model)
     return trainable
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasks.config import TaskConfig
+from tasks.config import TaskConfig, load_task
 from zoo.io import atomic_write
 from zoo.training.checkpoint import (
     WEIGHTS_FILE,
@@ -39,19 +39,26 @@ from zoo.training.config import TrainingConfig, TrainingError
 from zoo.training.data import (
     ExampleDataset,
     LMCollator,
-    PairCollator,
     PlanSampler,
     TrainingData,
     batch_plan,
     build_examples,
     frozen_tower_features,
+    make_collator,
     plan_sha256,
 )
 from zoo.training.logs import METRICS_FILE, MetricsLog
 from zoo.training.objectives import make_objective
 from zoo.training.optim import build_optimizer, build_scheduler
 from zoo.training.plots import PLOT_FILE, plot_training_curve
-from zoo.training.stages import apply_stage, encoders_of, is_dual_encoder, merge_lora, set_train_mode
+from zoo.training.stages import (
+    apply_stage,
+    encoders_of,
+    is_dual_encoder,
+    is_predictor,
+    merge_lora,
+    set_train_mode,
+)
 
 FAILED_ROWS_FILE = "failed_rows.json"
 SUMMARY_FILE = "summary.json"
@@ -187,9 +194,13 @@ class Trainer:
         from zoo.evaluation.evaluate import data_sha256
 
         self.model, self.task, self.config = model, task, config
-        self.validation_data, self.output_dir = validation_data, output_dir
-        if config.eval_every is not None and validation_data is None:
-            raise TrainingError("eval_every needs validation_data")
+        self.output_dir = output_dir
+        # a task that splits its file validates on the file's valid part unless validation data is given
+        split = task.split_spec
+        self.validation_task = task if validation_data is not None or split is None else load_task(task, **{"split.part": "valid"})
+        self.validation_data = validation_data if validation_data is not None or split is None else data
+        if config.eval_every is not None and self.validation_data is None:
+            raise TrainingError("eval_every needs validation_data (or a task whose split has a valid part)")
         self.accelerator = _accelerator(config, _has_unused_encoders(model, task))
         if config.batch_size % self.accelerator.num_processes:
             raise TrainingError(
@@ -210,7 +221,7 @@ class Trainer:
         self.identity = {
             "base": base_fingerprint(model),
             "data_sha256": data_sha256(data),
-            "validation_sha256": data_sha256(validation_data) if validation_data else None,
+            "validation_sha256": data_sha256(self.validation_data) if self.validation_data else None,
         }
         self.trainable_parameters = apply_stage(model, config)
         self.data = build_examples(model, task, data)
@@ -220,11 +231,14 @@ class Trainer:
                 f"none of the {self.data.num_rows} rows of {data} can be used; the first ({first['source']}) failed "
                 f"at {first['stage']}: {first['error']}"
             )
-        if config.batching != "padded" and is_dual_encoder(model):
-            raise TrainingError(f"batching={config.batching!r} is for MultimodalLM; a DualEncoder batch is fixed-size "
-                                "pairs (use 'padded')")
+        if config.batching != "padded" and (is_dual_encoder(model) or is_predictor(model)):
+            raise TrainingError(f"batching={config.batching!r} is for MultimodalLM; a {type(model).__name__} batch is "
+                                "fixed-size (use 'padded')")
+        if is_predictor(model):  # a regression head standardises with the training labels' mean and std
+            model.set_target_scale(torch.tensor([e.labels for e in self.data.examples], dtype=torch.float64))
         per_step = config.batch_size * config.grad_accum
         self.total_steps = config.max_steps or math.ceil(config.epochs * len(self.data.examples) / per_step)
+        self.examples_per_step = per_step
         self.plan = batch_plan(
             [e.length for e in self.data.examples], config.batch_size, self.total_steps * config.grad_accum,
             config.seed, grouped=config.batching == "length-grouped",
@@ -245,9 +259,7 @@ class Trainer:
         scheduler = build_scheduler(optimizer, config, self.total_steps)
         cached = frozen_tower_features(self.model, self.data.examples, config.batch_size,
                                        config.progress and self.main) if config.cache_frozen_features else None
-        collator = cached or (PairCollator(self.model.processor) if is_dual_encoder(self.model) else LMCollator(
-            self.model.processor, packed=config.batching == "packed"
-        ))
+        collator = cached or make_collator(self.model, config)
         loader = DataLoader(
             ExampleDataset(self.data.examples), batch_sampler=PlanSampler(self.plan, config.batch_size), collate_fn=collator
         )
@@ -311,7 +323,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         config, accelerator = self.config, self.accelerator
-        contrastive = is_dual_encoder(self.model)
+        mean_loss = is_dual_encoder(self.model) or is_predictor(self.model)  # the objective gives the batch's mean
         world, accum = accelerator.num_processes, config.grad_accum
         bar = tqdm(total=self.total_steps, initial=position.step, unit="step", desc="finetune",
                    disable=not (config.progress and self.main))
@@ -321,11 +333,11 @@ class Trainer:
             tokens = self.step_tokens[position.step]
             with accelerator.accumulate(objective):
                 out = objective(**batch)
-                # Contrastive: each micro-batch's loss is already the global mean. LM: summed over this process's
+                # Contrastive and property: each micro-batch's loss is already a mean. LM: summed over this process's
                 # answer tokens, scaled so that DDP's mean over processes and accelerate's division by
                 # grad_accum leave (sum over the whole step) / (answer tokens of the whole step).
-                loss = out if contrastive else out * (world * accum / tokens)
-                window += out.detach() / accum if contrastive else out.detach()
+                loss = out if mean_loss else out * (world * accum / tokens)
+                window += out.detach() / accum if mean_loss else out.detach()
                 accelerator.backward(loss)
                 grad_norm = None
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
@@ -339,8 +351,8 @@ class Trainer:
             if not accelerator.sync_gradients:
                 continue
             position.step += 1
-            total = accelerator.reduce(window, reduction="mean" if contrastive else "sum")
-            position.loss = float(total) if contrastive else float(total) / tokens
+            total = accelerator.reduce(window, reduction="mean" if mean_loss else "sum")
+            position.loss = float(total) if mean_loss else float(total) / tokens
             window.zero_()
             record = {
                 "step": position.step,
@@ -350,7 +362,7 @@ class Trainer:
                 "grad_norm": grad_norm,
                 "samples_per_s": config.batch_size * accum / (time.perf_counter() - started),
             }
-            if config.eval_every and position.step % config.eval_every == 0:
+            if self._validates_at(position.step):
                 record.update(self._validate(position))
             log.append(record)
             bar.update(1)
@@ -363,12 +375,22 @@ class Trainer:
             started = time.perf_counter()  # samples/s counts training only, not validation or saving
         bar.close()
 
+    def _validates_at(self, step: int) -> bool:
+        """Every ``eval_every`` steps; with ``"epoch"``, at the step that completes each pass over the training
+        examples (epochs run on without a short last batch, so that step is where the example count crosses
+        a multiple of the data size)."""
+        every = self.config.eval_every
+        if every != "epoch":
+            return bool(every) and step % every == 0
+        size = len(self.data.examples)
+        return (step * self.examples_per_step) // size > ((step - 1) * self.examples_per_step) // size
+
     def _validate(self, position: Position) -> dict[str, Any]:
         """Evaluate on the validation data; track the best value of the early-stopping metric."""
         from zoo.evaluation.evaluate import evaluate
 
         with self.accelerator.autocast():
-            results = evaluate(self.model, self.task, self.validation_data, batch_size=self.config.batch_size,
+            results = evaluate(self.model, self.validation_task, self.validation_data, batch_size=self.config.batch_size,
                                limit=self.config.eval_limit, progress=False, report=False)
         set_train_mode(self.model)
         metrics = results["metrics"]
