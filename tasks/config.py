@@ -19,6 +19,8 @@ KINDS: tuple[str, ...] = (
     "generate", "predict", "regress", "property", "multiple-choice", "retrieval", "zero-shot-classification",
     "linear-probe",
 )
+# item_checks keys per modality: limits an item must meet before the model sees it, else its row fails
+ITEM_CHECKS: dict[str, tuple[str, ...]] = {"audio": ("sample_rate", "max_seconds")}
 # kinds whose model output is an answer per row (text, a ranked list, values), scored by a metric from tasks.metrics
 ANSWER_KINDS: tuple[str, ...] = ("generate", "predict", "regress", "property")
 
@@ -41,6 +43,8 @@ class TaskConfig:
             train part and selects on the valid part.
     targets, target_type: a ``property`` task's label columns and their type (``binary``: 0/1, each column a
             task with NaN-masked missing labels; ``regression``; ``multiclass``: one column of ``class_names``).
+    item_checks: limits each item must meet (:data:`ITEM_CHECKS`; audio: ``sample_rate`` in Hz, ``max_seconds``),
+            so a clip at another rate or too long fails its row instead of being silently resampled or cut.
     """
 
     name: str
@@ -59,6 +63,7 @@ class TaskConfig:
     split: dict[str, Any] | None = None
     targets: list[str] = field(default_factory=list)
     target_type: str = ""
+    item_checks: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -68,6 +73,7 @@ class TaskConfig:
         self.split_spec  # noqa: B018  (parsed once here, so a bad split is a task error)
         if self.kind == "property":
             self._check_property()
+        self._check_item_checks()
         # Checked here, once, so that a bad template is a task error and not a failure of every row.
         try:
             names = [name for _, name, _, _ in Formatter().parse(self.prompt_template) if name is not None]
@@ -102,6 +108,19 @@ class TaskConfig:
             raise TaskConfigError(f"{where}: targets must list the label columns, e.g. targets: [p_np]")
         if self.target_type == "multiclass" and (len(self.targets) != 1 or len(self.class_names) < 2):
             raise TaskConfigError(f"{where}: a multiclass task has one target column and at least two class_names")
+
+    def _check_item_checks(self) -> None:
+        if not isinstance(self.item_checks, dict):
+            raise TaskConfigError(f"task {self.name!r}: item_checks must be a mapping, e.g. {{max_seconds: 30}}")
+        allowed = ITEM_CHECKS.get(self.modality or "", ())
+        for key, value in self.item_checks.items():
+            if key not in allowed:
+                raise TaskConfigError(
+                    f"task {self.name!r}: item_checks.{key} does not apply to {self.modality or 'modality-less'} items; "
+                    f"allowed: {', '.join(allowed) or 'none'}"
+                )
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
+                raise TaskConfigError(f"task {self.name!r}: item_checks.{key} must be a positive finite number or null, got {value!r}")
 
     def column(self, role: str) -> str:
         """The row column that plays ``role`` (defaults to the role's own name)."""

@@ -42,6 +42,10 @@ ENCODERS = {
     "spectrogram-transformer": ("audio", TINY_SPECTROGRAM, SOUNDS),
     "whisper": ("audio", {"model_config": TINY_WHISPER}, SOUNDS),
     "clap-audio": ("audio", {"model_config": TINY_CLAP, "feature_extractor": {"max_length_s": 2}}, SOUNDS),
+    "clap-text": ("text", {"model_config": {"vocab_size": 600, "hidden_size": 16, "num_hidden_layers": 1,
+                                            "num_attention_heads": 2, "intermediate_size": 32, "pad_token_id": 0,
+                                            "projection_dim": 8},
+                           "tokenizer": "bundled:tiny-bpe"}, ["a dog barking", "rain"]),
     "audio-codec": ("audio", {"model_config": TINY_DAC, "hidden_size": 32, "max_seconds": 1.0}, SOUNDS),
 }
 

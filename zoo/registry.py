@@ -31,6 +31,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "audio-codec": "encoders.audio.codec:CodecTokenEncoder",
         "whisper": "encoders.audio.whisper:WhisperAudioEncoder",
         "clap-audio": "encoders.audio.clap:ClapAudioEncoder",
+        "clap-text": "encoders.text.clap:ClapTextEncoder",
         "spectrogram-transformer": "encoders.audio.spectrogram_transformer:SpectrogramTransformerEncoder",
     },
     "projector": {

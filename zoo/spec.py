@@ -144,22 +144,30 @@ class MultimodalLMSpec:
 class DualEncoderSpec:
     """Modality towers and a text tower projected into one normalised space (CLIP-style).
 
-    ``projection: none`` is for towers whose pooled output is already in the shared space (open_clip).
+    ``projection: none`` is for towers whose pooled output is already in the shared space (open_clip, CLAP).
+    ``logit_scales: per-direction`` gives the text -> item logits a temperature of their own (CLAP's
+    ``logit_scale_t``, beside ``logit_scale_a`` for item -> text); ``shared`` is CLIP's one for both.
     """
 
     towers: dict[str, ComponentSpec]
     text_tower: ComponentSpec
     embed_dim: int
     projection: str = "linear"
-    init_logit_scale: float | None = None  # None: the text tower's own (open_clip), else log(1 / 0.07)
+    init_logit_scale: float | None = None  # None: the text tower's own (open_clip, CLAP), else log(1 / 0.07)
+    logit_scales: str = "shared"
     seed: int = 0
     type: str = "dual-encoder"
 
     PROJECTIONS: ClassVar[tuple[str, ...]] = ("linear", "none")
+    LOGIT_SCALES: ClassVar[tuple[str, ...]] = ("shared", "per-direction")
 
     def __post_init__(self) -> None:
         if self.projection not in self.PROJECTIONS:
             raise SpecError(f"unknown spec.projection {self.projection!r}; allowed: {', '.join(self.PROJECTIONS)}")
+        if self.logit_scales not in self.LOGIT_SCALES:
+            raise SpecError(
+                f"unknown spec.logit_scales {self.logit_scales!r}; allowed: {', '.join(self.LOGIT_SCALES)}"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DualEncoderSpec:
@@ -171,6 +179,7 @@ class DualEncoderSpec:
             embed_dim=int(data["embed_dim"]),
             projection=str(data.get("projection", "linear")),
             init_logit_scale=None if data.get("init_logit_scale") is None else float(data["init_logit_scale"]),
+            logit_scales=str(data.get("logit_scales", "shared")),
             seed=int(data.get("seed", 0)),
         )
 

@@ -9,6 +9,9 @@ always False. Shorter audio is padded as CLAP was trained (``repeatpad`` by defa
 
 Tokens are the final HTSAT feature map read time-major (a fixed count: every item fills the window); pooled is
 the projected audio embedding (``projection_dim`` wide, reported as ``pooled_size``).
+
+A pretrained tower reads the audio half of a ``ClapModel`` checkpoint strictly (``encoders.clap_checkpoint``):
+the text half and the temperatures are claimed as another tower's, and every audio tensor must be filled.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import nn
 from encoders.audio.batching import load_clips, seconds_to_samples
 from encoders.audio.crop import CropPolicy
 from encoders.base import EncoderOutput, ProcessedBatch
+from encoders.clap_checkpoint import load_tower
 
 PADDINGS: tuple[str, ...] = ("repeatpad", "repeat", "pad")
 
@@ -82,12 +86,12 @@ def _build(config: ClapAudioEncoderConfig, load_pretrained: bool) -> tuple[nn.Mo
         extractor = ClapFeatureExtractor.from_pretrained(
             config.pretrained, revision=config.revision, **config.feature_extractor
         )
+        model = ClapAudioModelWithProjection(ClapAudioConfig.from_pretrained(config.pretrained, revision=config.revision))
         if load_pretrained:
-            return ClapAudioModelWithProjection.from_pretrained(config.pretrained, revision=config.revision), extractor
-        model_config = ClapAudioConfig.from_pretrained(config.pretrained, revision=config.revision)
-    else:
-        model_config = ClapAudioConfig(**{k: v for k, v in config.model_config.items() if k != "model_type"})
-        extractor = ClapFeatureExtractor(**{"feature_size": model_config.num_mel_bins, **config.feature_extractor})
+            load_tower(model, config.pretrained, config.revision, "audio")
+        return model, extractor
+    model_config = ClapAudioConfig(**{k: v for k, v in config.model_config.items() if k != "model_type"})
+    extractor = ClapFeatureExtractor(**{"feature_size": model_config.num_mel_bins, **config.feature_extractor})
     return ClapAudioModelWithProjection(model_config), extractor
 
 

@@ -8,7 +8,7 @@ muted channel, and every encoder would still turn it into confident-looking toke
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,8 @@ def _to_mono(array: np.ndarray, name: str) -> np.ndarray:
     )
 
 
-def _read_file(path: Path, name: str) -> tuple[np.ndarray, int]:
+def _opened(path: Path, name: str, read: Callable[[str], Any]) -> Any:
+    """``read(path)`` with every way a path can fail turned into an error naming the item."""
     try:
         found = path.is_file()
     except OSError as err:  # e.g. a name longer than the file system allows
@@ -69,12 +70,27 @@ def _read_file(path: Path, name: str) -> tuple[np.ndarray, int]:
     if not found:
         raise InvalidInputError(f"{name}: file not found")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        return read(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
         raise InvalidInputError(
             f"{name}: not a readable audio file ({err}); use a format libsndfile reads (wav, flac, ogg, mp3)"
         ) from err
-    return data, rate
+
+
+def _mono(samples: Any, name: str) -> np.ndarray:
+    """In-memory samples (array, list or tensor) as one float32 channel."""
+    if isinstance(samples, torch.Tensor):
+        samples = samples.detach().cpu().numpy()
+    array = np.asarray(samples)
+    if array.ndim == 0:
+        raise InvalidInputError(f"{name}: a scalar is not a waveform; give (samples,) or (channels, samples)")
+    return _to_mono(_as_float(array, name), name)
+
+
+def _read_file(path: Path, name: str) -> tuple[np.ndarray, int]:
+    """Samples as ``(channels, frames)``, so a file of few or no frames is never mistaken for a channel axis."""
+    data, rate = _opened(path, name, lambda p: sf.read(p, dtype="float32", always_2d=True))
+    return data.T, rate
 
 
 def _split_item(item: Any, name: str) -> tuple[Any, Any, str]:
@@ -98,6 +114,16 @@ def _split_item(item: Any, name: str) -> tuple[Any, Any, str]:
     )
 
 
+def audio_length(item: Any, name: str = "audio") -> tuple[int, int]:
+    """``(native sample rate, samples per channel)`` of an audio item, a file's read from its header alone, so
+    a task can refuse a clip by rate or length before anything decodes it. Errors name the item."""
+    if isinstance(item, (str, Path)):
+        info = _opened(Path(item), f"{name} ({item})", sf.info)
+        return _check_rate(info.samplerate, f"{name} ({item})"), int(info.frames)
+    samples, rate, name = _split_item(item, name)
+    return _check_rate(rate, name), int(_mono(samples, name).shape[0])
+
+
 def load_audio(item: Any, sample_rate: int, name: str = "audio", allow_silence: bool = False) -> torch.Tensor:
     """A float32 mono waveform ``[T]`` at ``sample_rate`` (mixed down by channel mean, resampled by torchaudio).
 
@@ -107,12 +133,7 @@ def load_audio(item: Any, sample_rate: int, name: str = "audio", allow_silence: 
     """
     samples, rate, name = _split_item(item, name)
     rate = _check_rate(rate, name)
-    if isinstance(samples, torch.Tensor):
-        samples = samples.detach().cpu().numpy()
-    array = np.asarray(samples)
-    if array.ndim == 0:
-        raise InvalidInputError(f"{name}: a scalar is not a waveform; give (samples,) or (channels, samples)")
-    mono = _to_mono(_as_float(array, name), name)
+    mono = _mono(samples, name)
     if mono.size == 0:
         raise InvalidInputError(f"{name}: audio has zero length")
     if not np.isfinite(mono).all():

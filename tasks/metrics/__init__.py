@@ -1,7 +1,8 @@
 """Evaluation metrics as pure functions: retrieval, zero-shot classification, VQA and multiple choice,
-grounding, reactions, captioning, text -> molecule generation and molecular properties."""
+grounding, reactions, captioning, text -> molecule generation, molecular properties, and per-group breakdowns."""
 
 from tasks.metrics.bleu import corpus_bleu
+from tasks.metrics.breakdown import group_means
 from tasks.metrics.captioning import (
     CaptionScores,
     TokenizerNotFoundError,
@@ -78,6 +79,7 @@ __all__ = [
     "distinct_molecules",
     "encode_box_tokens",
     "ensemble_class_embeddings",
+    "group_means",
     "invert_positives",
     "levenshtein_distance",
     "load_scibert_tokenizer",

@@ -97,7 +97,21 @@ def _score(task: TaskConfig, rows: list[Row], usable: list[Row], outcome: Outcom
     scored = coverage * summary.get("scored_fraction", 1.0)  # rows that ran, times those the metric could score
     if scored < 1:
         summary["scored_fraction"] = scored
+    if "aspect" in task.fields:
+        summary |= _by_aspect(task, rows, per_row, scores.rate_keys[0] if scores.rate_keys else "score")
     return summary, per_row
+
+
+def _by_aspect(task: TaskConfig, rows: list[Row], per_row: dict[int, float], name: str) -> dict[str, float]:
+    """``<name>/<aspect>``: the row scores averaged within each aspect (e.g. a VQA answer type) over all its rows,
+    failed ones as 0; a row without the column is in ``all``, an unreadable one in ``unreadable``."""
+    from tasks.metrics import group_means
+
+    column = task.column("aspect")
+    groups = [
+        "unreadable" if not r.ok else "all" if r.fields.get(column) is None else str(r.fields[column]) for r in rows
+    ]
+    return {f"{name}/{group}": v for group, v in group_means([per_row[r.index] for r in rows], groups).items()}
 
 
 def _score_multiple_choice(task: TaskConfig, rows: list[Row], outcome: Outcome) -> tuple[dict[str, float], dict[int, float]]:

@@ -1,6 +1,7 @@
 """Row checks: the fields each task kind needs, and their types. A row that cannot be evaluated fails here with
 its reason (stage ``fields``) before any model sees it, so it neither aborts the run nor, say, turns a ``null``
-label into a class called "None"."""
+label into a class called "None". The task's ``item_checks`` (an audio clip's rate and length) are here too, applied
+by the runners where an item becomes model input, so a refused item fails its row at the input stage."""
 
 from __future__ import annotations
 
@@ -100,6 +101,45 @@ def _item(task: TaskConfig, row: Row) -> None:
     if not isinstance(value, allowed):
         names = " or ".join("a file path (string)" if t is str else f"a {t.__name__}" for t in allowed)
         raise ValueError(f"{column!r} must be {names} for a {task.modality} item, got {_kind(value)}")
+
+
+def _audio_limits(item: Any, sample_rate: float | None = None, max_seconds: float | None = None) -> None:
+    """Refuse a clip whose native rate is not ``sample_rate`` or that lasts over ``max_seconds`` (a file's
+    header is enough), where the encoder would otherwise resample or cut it without a word."""
+    from encoders.audio.io import audio_length
+    from encoders.base import InvalidInputError
+
+    where = f"audio ({item})" if isinstance(item, str) else "audio"
+    rate, samples = audio_length(item)
+    if sample_rate is not None and rate != sample_rate:
+        raise InvalidInputError(
+            f"{where}: sample rate {rate} Hz, but the task takes {sample_rate:g} Hz (item_checks.sample_rate); "
+            "resample the clip, or --set item_checks.sample_rate=null to let the encoder resample it"
+        )
+    if max_seconds is not None and samples > max_seconds * rate:
+        raise InvalidInputError(
+            f"{where}: {samples / rate:.2f} s long, over the task's {max_seconds:g} s (item_checks.max_seconds); "
+            "trim the clip, or raise the limit with --set item_checks.max_seconds=SECONDS"
+        )
+
+
+# How each modality's item_checks are applied (tasks.config.ITEM_CHECKS names the keys).
+ITEM_LIMITS: dict[str, Callable[..., None]] = {"audio": _audio_limits}
+
+
+def item_checker(task: TaskConfig) -> Callable[[Any], Any]:
+    """A function that returns an item meeting the task's ``item_checks`` and raises, naming the item, for one
+    that does not; runners call it where the item is turned into model input, so a refusal fails its row."""
+    limits = {key: value for key, value in task.item_checks.items() if value is not None}
+    if not limits:
+        return lambda item: item
+    check = ITEM_LIMITS[task.modality or ""]
+
+    def checked(item: Any) -> Any:
+        check(item, **limits)
+        return item
+
+    return checked
 
 
 def template_fields(template: str) -> set[str]:

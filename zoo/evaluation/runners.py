@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from tasks.config import TaskConfig
 from tasks.data.manifest import Row
 from zoo.evaluation.batching import build_isolating, chunks, embed_isolating
+from zoo.evaluation.fields import item_checker
 from zoo.evaluation.retrieval import captions_of, is_rate, score_retrieval
 
 
@@ -42,7 +43,8 @@ def _prompt(task: TaskConfig, model: Any, row: Row) -> str:
 def _items(task: TaskConfig, rows: Sequence[Row]) -> dict[str, list[list[Any]]] | None:
     if not task.modality:
         return None
-    return {task.modality: [[row.fields[task.column("item")]] for row in rows]}
+    check = item_checker(task)
+    return {task.modality: [[check(row.fields[task.column("item")])] for row in rows]}
 
 
 def _record(outcome: Outcome, failed: dict[int, str], stage: str) -> None:
@@ -153,6 +155,8 @@ def run_multiple_choice(model: Any, task: TaskConfig, rows: Sequence[Row], batch
     outcome = Outcome()
     bar = _progress(len(rows), f"{task.name}: score options", progress)
 
+    check = item_checker(task)
+
     def build(rs: Sequence[Row]) -> Any:
         prompts, targets, items = [], [], []
         for r in rs:
@@ -161,7 +165,7 @@ def run_multiple_choice(model: Any, task: TaskConfig, rows: Sequence[Row], batch
                 raise ValueError(f"row needs at least two options, got {len(options)}")
             prompts += [_prompt(task, model, r)] * len(options)
             targets += [str(o) for o in options]
-            items += [[r.fields[task.column("item")]]] * len(options) if task.modality else []
+            items += [[check(r.fields[task.column("item")])]] * len(options) if task.modality else []
         return model.processor(prompts, {task.modality: items} if task.modality else None, targets=targets, padding_side="left")
 
     for chunk in chunks(rows, max(1, batch_size // 4)):
@@ -180,11 +184,14 @@ def run_multiple_choice(model: Any, task: TaskConfig, rows: Sequence[Row], batch
     return outcome
 
 
-def _embed_rows(model: Any, modality: str, values: Sequence[tuple[int, Any]], batch_size: int, outcome: Outcome, bar: tqdm) -> dict[int, torch.Tensor]:
-    """Embeddings keyed by row index; rows whose item fails are recorded and left out."""
+def _embed_rows(
+    model: Any, modality: str, values: Sequence[tuple[int, Any]], batch_size: int, outcome: Outcome, bar: tqdm,
+    check: Callable[[Any], Any] = lambda item: item,
+) -> dict[int, torch.Tensor]:
+    """Embeddings keyed by row index; rows whose item fails ``check`` or the model are recorded and left out."""
     embedded, failed = embed_isolating(
         values,
-        lambda items: model.processor(modality, items),
+        lambda items: model.processor(modality, [check(item) for item in items]),
         lambda batch: model.embed_processed(modality, batch.inputs),
         batch_size,
         on_chunk=bar.update,
@@ -199,7 +206,8 @@ def run_retrieval(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size:
     outcome = Outcome()
     captions = captions_of(rows, task.column("reference"))
     bar = _progress(len(rows) + len(captions), f"{task.name}: embed", progress)
-    items = _embed_rows(model, task.modality, [(r.index, r.fields[task.column("item")]) for r in rows], batch_size, outcome, bar)
+    items = _embed_rows(model, task.modality, [(r.index, r.fields[task.column("item")]) for r in rows], batch_size, outcome, bar,
+                        item_checker(task))
     texts, failed = embed_isolating(
         [(c.id, c.text) for c in captions],
         lambda values: model.processor("text", values),
@@ -224,7 +232,7 @@ def run_zero_shot_classification(model: Any, task: TaskConfig, rows: Sequence[Ro
 
     Without ``class_names`` the classes are the labels of the rows whose item embedded, so a failing row can
     never add a class and move another row's prediction. A failed row is wrong and stays in every denominator."""
-    from tasks.metrics import ensemble_class_embeddings, topk_lower_index_wins
+    from tasks.metrics import ensemble_class_embeddings, group_means, topk_lower_index_wins
 
     def confusion_matrix(classes: list[str], labels: dict[int, str], predictions: dict[int, str]) -> dict[str, Any]:
         """Rows by true class (``true_classes``: the classes, then any label that is not one, as a failed row's
@@ -240,7 +248,8 @@ def run_zero_shot_classification(model: Any, task: TaskConfig, rows: Sequence[Ro
 
     outcome = Outcome()
     bar = _progress(len(rows), f"{task.name}: embed", progress)
-    items = _embed_rows(model, task.modality, [(r.index, r.fields[task.column("item")]) for r in rows], batch_size, outcome, bar)
+    items = _embed_rows(model, task.modality, [(r.index, r.fields[task.column("item")]) for r in rows], batch_size, outcome, bar,
+                        item_checker(task))
     labels = {r.index: str(r.fields[task.column("label")]) for r in rows}
     classes = task.class_names or sorted({labels[i] for i in items})
     prompts = [t.format(c) for c in classes for t in task.class_templates]
@@ -270,6 +279,7 @@ def run_zero_shot_classification(model: Any, task: TaskConfig, rows: Sequence[Ro
     outcome.per_row = {i: float(r) for i, r in right.items()}
     outcome.predictions = {i: classes[t[0]] for i, t in top5.items()}
     outcome.extra["confusion_matrix"] = confusion_matrix(classes, labels, outcome.predictions)
+    outcome.extra["per_class_accuracy"] = group_means([float(right[i]) for i in labels], list(labels.values()))
     return outcome
 
 

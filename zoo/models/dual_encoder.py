@@ -1,4 +1,9 @@
-"""``DualEncoder``: modality towers and a text tower projected into one normalised space (CLIP-style)."""
+"""``DualEncoder``: modality towers and a text tower projected into one normalised space (CLIP-style).
+
+Logits are temperature-scaled cosine similarities. CLIP has one temperature, ``logit_scale``; a spec with
+``logit_scales: per-direction`` also has ``text_logit_scale`` for the text -> item logits, as transformers'
+``ClapModel`` scales ``logits_per_audio`` by ``logit_scale_a`` and ``logits_per_text`` by ``logit_scale_t``.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from zoo.processing import ProcessorSet, move_to
 
 
 class DualEncoder(PretrainedMixin, nn.Module):
-    """``embed(modality, items)``, ``embed_text(texts)``, ``similarity(a, b)``; contrastive loss in ``forward``."""
+    """``embed(modality, items)``, ``embed_text(texts)``, ``similarity(a, b)``, ``logits(items, texts)``;
+    contrastive loss in ``forward``."""
 
     def __init__(
         self,
@@ -30,15 +36,20 @@ class DualEncoder(PretrainedMixin, nn.Module):
         self.text_tower = text_tower
         self.projections = nn.ModuleDict({m: self._projection(t, m) for m, t in towers.items()})
         self.text_projection = self._projection(text_tower, "text")
-        self.logit_scale = nn.Parameter(torch.tensor(self._initial_logit_scale(spec, text_tower)))
+        self.logit_scale = nn.Parameter(torch.tensor(self._initial_logit_scale(spec, text_tower, "logit_scale_init")))
+        text_scale = self._initial_logit_scale(spec, text_tower, "text_logit_scale_init")
+        self.register_parameter(
+            "text_logit_scale", nn.Parameter(torch.tensor(text_scale)) if spec.logit_scales == "per-direction" else None
+        )
         self.processor = processor
 
     @staticmethod
-    def _initial_logit_scale(spec: Any, text_tower: nn.Module) -> float:
-        """The spec's value; else a tower's own (an open_clip checkpoint's); else CLIP's log(1/0.07)."""
+    def _initial_logit_scale(spec: Any, text_tower: nn.Module, attribute: str) -> float:
+        """The spec's value; else the text tower's own ``attribute`` (an open_clip or CLAP checkpoint's); else
+        CLIP's log(1/0.07)."""
         if spec.init_logit_scale is not None:
             return float(spec.init_logit_scale)
-        return float(getattr(text_tower, "logit_scale_init", 2.6592600))
+        return float(getattr(text_tower, attribute, 2.6592600))
 
     def _projection(self, tower: nn.Module, name: str) -> nn.Module:
         width = getattr(tower, "pooled_size", tower.hidden_size)
@@ -107,13 +118,21 @@ class DualEncoder(PretrainedMixin, nn.Module):
         large galleries streams top-k in ``tasks.metrics``)."""
         return a @ b.T
 
+    def logits(self, items: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits_per_item [len(items), len(texts)], logits_per_text [len(texts), len(items)])`` from normalised
+        embeddings: cosine similarities times ``exp(logit_scale)`` and ``exp(text_logit_scale)``. With one shared
+        scale the second is the first transposed. For CLAP these are ``ClapModel``'s ``logits_per_audio`` and
+        ``logits_per_text``. Rankings (zero-shot classes, retrieval) depend on neither scale."""
+        per_item = self.logit_scale.exp() * items @ texts.T
+        if self.text_logit_scale is None:
+            return per_item, per_item.T
+        return per_item, self.text_logit_scale.exp() * texts @ items.T
+
     def forward(
         self, modality: str, inputs: Mapping[str, Any], text_inputs: Mapping[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """Symmetric InfoNCE loss over a batch of matching (item, text) pairs."""
-        item_emb = self.embed_processed(modality, inputs)
-        text_emb = self.embed_processed("text", text_inputs)
-        logits = self.logit_scale.exp() * item_emb @ text_emb.T
-        target = torch.arange(len(logits), device=logits.device)
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        return {"loss": loss, "logits": logits}
+        """Symmetric InfoNCE loss over a batch of matching (item, text) pairs; ``logits`` are per item."""
+        per_item, per_text = self.logits(self.embed_processed(modality, inputs), self.embed_processed("text", text_inputs))
+        target = torch.arange(len(per_item), device=per_item.device)
+        loss = (F.cross_entropy(per_item, target) + F.cross_entropy(per_text, target)) / 2
+        return {"loss": loss, "logits": per_item}

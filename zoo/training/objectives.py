@@ -83,10 +83,9 @@ class ContrastiveObjective(nn.Module):
         texts = (
             model.embed_pooled("text", text_pooled) if text_pooled is not None else model.embed_processed("text", text_inputs)
         )
-        items, texts = _gather_with_grad(items), _gather_with_grad(texts)
-        logits = self.model.logit_scale.exp() * items @ texts.T
-        target = torch.arange(len(logits), device=logits.device)
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        per_item, per_text = model.logits(_gather_with_grad(items), _gather_with_grad(texts))
+        target = torch.arange(len(per_item), device=per_item.device)
+        return (F.cross_entropy(per_item, target) + F.cross_entropy(per_text, target)) / 2
 
 
 class PropertyObjective(nn.Module):

@@ -108,6 +108,8 @@ def apply_stage(model: nn.Module, config: TrainingConfig) -> int:
             model.projections.requires_grad_(True)
             model.text_projection.requires_grad_(True)
             model.logit_scale.requires_grad_(True)
+            if model.text_logit_scale is not None:  # CLAP's text -> item temperature
+                model.text_logit_scale.requires_grad_(True)
         else:
             model.projectors.requires_grad_(True)
         for modality, encoder in encoders.items():
