@@ -32,11 +32,8 @@ def _bad_rows(mask: np.ndarray) -> str:
     return ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
 
 
-def roc_auc(labels: np.ndarray | Sequence[float], scores: np.ndarray | Sequence[float]) -> float:
-    """Area under the ROC curve for binary ``labels`` (0/1) and real ``scores``; tied scores count half.
-
-    Computed as the Mann-Whitney statistic with average ranks, equal to scikit-learn's ``roc_auc_score``.
-    """
+def _binary_pair(labels: np.ndarray | Sequence[float], scores: np.ndarray | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat float arrays of 0/1 ``labels`` and finite ``scores`` of one length; anything else is a ValueError."""
     y = np.asarray(labels, dtype=np.float64).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     check_same_length("labels", y, "scores", s)
@@ -44,6 +41,15 @@ def roc_auc(labels: np.ndarray | Sequence[float], scores: np.ndarray | Sequence[
         raise ValueError("labels must be 0 or 1 (drop missing labels first)")
     if not np.isfinite(s).all():
         raise ValueError(f"scores have NaN or infinite values in rows {_bad_rows(~np.isfinite(s))}")
+    return y, s
+
+
+def roc_auc(labels: np.ndarray | Sequence[float], scores: np.ndarray | Sequence[float]) -> float:
+    """Area under the ROC curve for binary ``labels`` (0/1) and real ``scores``; tied scores count half.
+
+    Computed as the Mann-Whitney statistic with average ranks, equal to scikit-learn's ``roc_auc_score``.
+    """
+    y, s = _binary_pair(labels, scores)
     positives = int(y.sum())
     negatives = len(y) - positives
     if positives == 0 or negatives == 0:
@@ -138,13 +144,7 @@ def r_squared(predictions: np.ndarray | Sequence[float], targets: np.ndarray | S
 def average_precision(labels: np.ndarray | Sequence[float], scores: np.ndarray | Sequence[float]) -> float:
     """Area under the precision-recall curve as scikit-learn's ``average_precision_score`` computes it:
     ``sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds, highest first (no interpolation)."""
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    check_same_length("labels", y, "scores", s)
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError("labels must be 0 or 1 (drop missing labels first)")
-    if not np.isfinite(s).all():
-        raise ValueError(f"scores have NaN or infinite values in rows {_bad_rows(~np.isfinite(s))}")
+    y, s = _binary_pair(labels, scores)
     positives = y.sum()
     if positives == 0:
         raise ValueError("average precision needs at least one positive label")
