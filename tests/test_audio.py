@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from encoders.audio.clap import ClapAudioEncoder, ClapAudioEncoderConfig
 from encoders.audio.codec import CodecTokenEncoder, CodecTokenEncoderConfig
 from encoders.audio.crop import CropPolicy
 from encoders.audio.features import FbankConfig, LogMelConfig, front_end_config
-from encoders.audio.io import load_audio
+from encoders.audio.io import MAX_CACHED_KERNEL_PHASES, _resampler, load_audio
 from encoders.audio.spectrogram_transformer import SpectrogramTransformerConfig, SpectrogramTransformerEncoder
 from encoders.audio.whisper import WhisperAudioEncoder, WhisperAudioEncoderConfig
 from encoders.base import InvalidInputError
@@ -111,6 +112,25 @@ def test_file_is_mixed_down_and_resampled_deterministically(jfk):
     assert torch.equal(at_16k, load_audio(jfk, 16000))
     assert torch.equal(at_16k, load_audio((stereo.T, 44100), 16000))  # (channels, samples)
     assert torch.equal(at_16k, load_audio({"array": stereo, "sampling_rate": 44100}, 16000))  # soundfile layout
+
+
+@pytest.mark.parametrize("channels", [1, 2, 5, 16])
+def test_mixdown_is_the_channel_mean_in_either_layout(channels):
+    samples = np.stack([noise(1000, seed=c) for c in range(channels)])  # (channels, samples)
+    expected = torch.from_numpy(samples.mean(axis=0))
+    torch.testing.assert_close(load_audio((samples, 16000), 16000), expected, rtol=0, atol=1e-7)
+    torch.testing.assert_close(load_audio((samples.T.copy(), 16000), 16000), expected, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("rate, target", [(44100, 16000), (22050, 48000), (1031, 1024)])
+def test_resampling_gives_torchaudio_functional_samples_and_keeps_only_small_kernels(rate, target):
+    samples = noise(3 * rate, seed=rate)
+    expected = torchaudio.functional.resample(torch.from_numpy(samples), rate, target)
+    _resampler.cache_clear()
+    for _ in range(2):  # built, then reused
+        assert torch.equal(load_audio((samples, rate), target), expected)
+    small = (rate // math.gcd(rate, target)) * (target // math.gcd(rate, target)) <= MAX_CACHED_KERNEL_PHASES
+    assert _resampler.cache_info()[:4] == ((1, 1, 8, 1) if small else (0, 0, 8, 0))  # hits, misses, max, size
 
 
 def test_mono_file_at_the_target_rate_is_read_unchanged(encodec_wav):
@@ -320,6 +340,25 @@ def test_whisper_masks_the_frames_of_real_audio_or_the_whole_window():
         assert padded(**batch.inputs).mask.sum().item() == 1500
     with pytest.raises(ValueError, match="window"):
         WhisperAudioEncoder(WhisperAudioEncoderConfig(model_config=TINY_WHISPER, max_seconds=31))
+
+
+@pytest.mark.parametrize("extractor", [{}, {"dither": 1e-3}, {"padding_value": 0.5}])
+@pytest.mark.parametrize("lengths", [[5], [3333], [401, 112_017], [479_841, 7], [480_000]])
+def test_whisper_features_equal_the_extractor_over_the_whole_window(extractor, lengths):
+    """The processor runs the STFT only as far as the longest clip needs and copies the all-padding frame into
+    the rest of the window: the features must be the extractor's own over the full 30 s (to rounding: the FFT's
+    last bit can depend on the signal's length) and the mask exactly."""
+    enc = WhisperAudioEncoder(WhisperAudioEncoderConfig(model_config=TINY_WHISPER, feature_extractor=extractor))
+    processor = enc.processor_class(enc.config)
+    clips = [noise(n, seed=n) for n in lengths]
+    torch.manual_seed(0)  # the same dither noise on both sides
+    ours = processor([(clip, 16000) for clip in clips]).inputs
+    torch.manual_seed(0)
+    full = processor.extractor(clips, sampling_rate=16000, padding="max_length", max_length=480_000,
+                               return_attention_mask=True, return_tensors="pt")
+    assert ours["input_features"].shape == (len(clips), 80, 3000)
+    torch.testing.assert_close(ours["input_features"], full["input_features"], rtol=0, atol=1e-6)
+    assert torch.equal(ours["attention_mask"], full["attention_mask"])
 
 
 def test_clap_features_are_deterministic_even_for_fusion_models(jfk):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from encoders.audio.batching import lengths_to_mask, load_clips, seconds_to_samples
@@ -162,14 +163,33 @@ class WhisperProcessor:
             [clip.numpy() for clip in clips],
             sampling_rate=config.sample_rate,
             padding="max_length",
-            max_length=config.resolved_window_samples,
+            max_length=self._computed_samples(max(clip.shape[0] for clip in clips)),
             return_attention_mask=True,
             return_tensors="pt",
         )
+        input_features, attention_mask = features["input_features"], features["attention_mask"]
+        missing = config.resolved_window_samples // self.extractor.hop_length - input_features.shape[-1]
+        if missing:  # frames over padding alone, each equal to the last computed one (itself all padding)
+            input_features = torch.cat([input_features, input_features[..., -1:].expand(-1, -1, missing)], dim=-1)
+            attention_mask = F.pad(attention_mask, (0, missing))
         return ProcessedBatch(
-            inputs={"input_features": features["input_features"], "attention_mask": features["attention_mask"]},
+            inputs={"input_features": input_features, "attention_mask": attention_mask},
             sizes=[int(clip.shape[0]) for clip in clips],
         )
+
+    def _computed_samples(self, longest: int) -> int:
+        """How much of the window the extractor has to see: the longest clip, then enough padding that the last
+        frame (``n_fft`` samples centred one hop before the end, reflected at the end) holds padding alone.
+
+        Every later frame of the full window is the same all-padding frame, and Whisper's scaling (log10, floor
+        at the item's maximum - 8) gives it the same value, so those frames are copied instead of computed: a
+        5 s clip costs a sixth of the STFT of the 30 s window. With ``dither`` the padding gets random noise and
+        no two frames are alike, so the whole window is computed."""
+        window, hop = self.config.resolved_window_samples, self.extractor.hop_length
+        if self.extractor.dither:
+            return window
+        needed = longest + self.extractor.n_fft // 2 + hop
+        return min(window, -(-needed // hop) * hop)
 
 
 WhisperAudioEncoder.processor_class = WhisperProcessor

@@ -262,6 +262,6 @@ def write_results(results: dict[str, Any], output_dir: Path, report: bool = True
     if report:
         from zoo.evaluation.report import render_report
 
-        html = render_report(results)
+        html = render_report(results, output_dir)
         atomic_write(output_dir / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
     return output_dir

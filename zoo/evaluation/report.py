@@ -1,7 +1,8 @@
 """``report.html``: one self-contained page per evaluation — summary, plots, a confusion matrix for
-classification, and every row with its input (image thumbnail, molecule drawing, audio player), prediction,
-reference, score and error. Grounding rows draw both boxes on the image; molecule-generating tasks draw the
-top prediction beside the reference. Everything is inline (no network), and tables wrap instead of
+classification, and every row with its input (image thumbnail, molecule drawing, audio player with its
+spectrogram), prediction, reference, score and error. Grounding rows draw both boxes on the image;
+molecule-generating tasks draw the top prediction beside the reference. Everything is inline (no network) but
+audio too large to embed, which is linked relative to the report (``report_audio``); tables wrap instead of
 overflowing sideways."""
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import io
 from pathlib import Path
 from typing import Any
 
+from zoo.evaluation.report_audio import AudioCells
+
 MAX_ROWS = 500
-MAX_AUDIO_BYTES = 4_000_000
 MAX_DRAWN_SMILES = 500  # longer SMILES are shown as text: a drawing of them is unreadable and slow to make
 MAX_MATRIX_TABLE = 20  # a confusion matrix with more classes is drawn as a heatmap image instead of a table
 MOLECULE_METRICS = ("reaction_topk", "molecule_generation")  # tasks whose predictions and references are SMILES
@@ -25,11 +27,20 @@ td,th{border:1px solid #ccc;padding:.3rem .5rem;vertical-align:top;overflow-wrap
 th{background:#f3f3f3}.ok{background:#e8f6e8}.partial{background:#fff6dc}.bad{background:#fbe4e4}
 .err{color:#a00;font-size:.85em}code{font-size:.85em;word-break:break-all}img.thumb{max-width:128px;max-height:128px}
 td img,td svg{max-width:100%;height:auto}td.num{white-space:nowrap}.plots img{max-width:48%;margin-right:1%}img.heatmap{max-width:100%}
+audio{width:100%;height:2.2rem}img.spec{display:block;width:100%;height:4rem;margin:.2rem 0}
 ol.ranked{margin:.3rem 0;padding-left:1.5rem}.legend b{padding:0 .3rem}
 #confusion td{text-align:right}#confusion th{font-weight:normal}#confusion td,#confusion th{padding:.2rem;font-size:.8em}#confusion .diag{font-weight:bold;outline:2px solid #4c78a8}
 """
 SCRIPT = """
+const audios = [...document.querySelectorAll('audio')];
+const countAudio = () => {
+  document.body.dataset.audiosTotal = audios.length;
+  document.body.dataset.audiosPlayable = audios.filter(a => a.readyState >= 1 && a.duration > 0).length;
+  document.body.dataset.audiosFailed = audios.filter(a => a.error !== null).length;
+};
+audios.forEach(a => ['loadedmetadata', 'error'].forEach(e => a.addEventListener(e, countAudio)));
 window.addEventListener('load', () => {
+  countAudio();
   const images = [...document.images];
   const root = document.documentElement;
   document.body.dataset.imagesTotal = images.length;
@@ -183,16 +194,7 @@ def _molecule_cell(smiles: Any) -> str:
     return f'{svg}<br><code>{html.escape(smiles)}</code>'
 
 
-def _audio_cell(path: str) -> str:
-    file = Path(path)
-    if not _is_file(path) or file.stat().st_size > MAX_AUDIO_BYTES:
-        return f"<code>{html.escape(path)}</code>"
-    mime = {".flac": "audio/flac", ".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}.get(file.suffix, "audio/wav")
-    data = base64.b64encode(file.read_bytes()).decode()
-    return f'<audio controls preload="none" src="data:{mime};base64,{data}"></audio><br><code>{html.escape(file.name)}</code>'
-
-
-def _input_cell(modality: str | None, item: Any) -> str:
+def _input_cell(modality: str | None, item: Any, audio_cell: AudioCells) -> str:
     if item is None:
         return ""
     if modality == "image" and isinstance(item, str) and _is_file(item):
@@ -200,7 +202,7 @@ def _input_cell(modality: str | None, item: Any) -> str:
     if modality in ("molecule_graph", "smiles") and isinstance(item, str) and ">" not in item:
         return _molecule_cell(item)
     if modality == "audio" and isinstance(item, str):
-        return _audio_cell(item)
+        return audio_cell(item)
     return f"<code>{html.escape(str(item))[:300]}</code>"
 
 
@@ -279,8 +281,9 @@ def _score_class(score: float | None, error: str | None) -> str:
     return "ok" if score >= 1 else "partial" if score > 0 else "bad"
 
 
-def render_report(results: dict[str, Any]) -> str:
-    """The HTML page for ``results`` (as returned by ``zoo.evaluate``)."""
+def render_report(results: dict[str, Any], report_dir: Path | None = None) -> str:
+    """The HTML page for ``results`` (as returned by ``zoo.evaluate``), to be written into ``report_dir``: audio
+    too large to embed is linked relative to it (without it, by absolute ``file:`` URI)."""
     task = results["task"]
     prov = results["provenance"]
     esc = html.escape
@@ -292,6 +295,7 @@ def render_report(results: dict[str, Any]) -> str:
     molecules = task.get("metric") in MOLECULE_METRICS
     bins = (task.get("metric_options") or {}).get("bins", 512)
     bins = bins if isinstance(bins, int) and bins > 0 else 512
+    audio_cell = AudioCells(report_dir)
     body_rows = []
     for row in results["rows"][:MAX_ROWS]:
         prediction, reference = row["prediction"], row["reference"]
@@ -310,7 +314,7 @@ def render_report(results: dict[str, Any]) -> str:
         error = row.get("error")
         body_rows.append(
             f'<tr class="{_score_class(row["score"], error)}"><td>{esc(str(row["id"]))}</td>'
-            f'<td>{input_cell or _input_cell(task.get("modality"), row["item"])}</td><td>{esc(str(row.get("prompt") or ""))}</td>'
+            f'<td>{input_cell or _input_cell(task.get("modality"), row["item"], audio_cell)}</td><td>{esc(str(row.get("prompt") or ""))}</td>'
             f"<td>{prediction_text}</td><td>{reference_text}</td>"
             f"<td>{'-' if row['score'] is None else format(row['score'], '.3f')}</td>"
             f'<td class="err">{esc(error or "")}</td></tr>'
