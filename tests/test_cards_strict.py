@@ -26,7 +26,7 @@ def test_every_shipped_card_passes_the_strict_eval_results_check(path):
 
 
 def test_quoted_fine_tune_results_keep_their_whole_task_text():
-    results = zoo.cards.card("pretrain-gnns-gcn-supervised-contextpred").eval_results
+    results = zoo.cards.card("pretrain-gnns-graphsage-supervised-contextpred").eval_results
     assert "full fine-tune (encoder + linear head, 10 epochs, best validation epoch)" in {r["task"] for r in results}
     datasets = {r["dataset"] for r in zoo.cards.card("pretrain-gnns-gcn-contextpred").eval_results}
     assert "MoleculeNet BBBP, Bemis-Murcko scaffold split 80/10/10, test part" in datasets
