@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 import zoo
 from encoders.smiles.hf_encoder import RXNMAPPER_ALBERT
+from tasks.data.audio_scenes import SAMPLE_RATE, make_clip
 from tests.helpers import image
 from zoo.cards import card, list_models
 from zoo.errors import WeightsError
@@ -38,6 +39,7 @@ ITEMS = {
     "smiles": MOLECULES,
     "molecule_graph": MOLECULES,
     "text": ["a red circle left of a blue square", "ethyl acetate"],
+    "audio": [(make_clip(0, i).samples, SAMPLE_RATE) for i in (0, 1)],
 }
 
 

