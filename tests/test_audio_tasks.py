@@ -67,6 +67,8 @@ def test_audio_task_configs_load_with_audio_items_and_item_checks():
     assert "{placeholder}" in kinds["audio-captioning"].prompt_template
     qa = kinds["audio-qa"]
     assert (qa.metric, qa.column("prompt"), qa.column("aspect")) == ("vqa", "question", "answer_type")
+    # sound names and event lists take more tokens than the image tasks' budgets (8 and 32)
+    assert qa.generation["max_new_tokens"] == 16 and kinds["audio-captioning"].generation["max_new_tokens"] == 64
 
 
 @pytest.mark.parametrize(

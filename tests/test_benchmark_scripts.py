@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,3 +71,36 @@ def test_reaction_inference_benchmark_prints_every_row(shared_dir: Path) -> None
     lines = result.stdout.splitlines()
     for row in ("seq2seq (baseline)", "template model"):
         assert any(line.startswith(row) for line in lines), f"row {row!r} missing from:\n{result.stdout}"
+
+
+def test_audio_lm_baselines_put_the_prior_beside_a_models_results(tmp_path: Path) -> None:
+    """A results file whose rows score exactly what the prior scores must give the prior's column again."""
+    import json
+
+    from tasks.data.audio_scenes import generate_audio_scenes
+    from tasks.data.scene_baselines import vqa_prior
+    from tasks.metrics import vqa_accuracy
+
+    generate_audio_scenes(tmp_path / "train", 30, seed=0)
+    generate_audio_scenes(tmp_path / "test", 10, seed=2)
+    read = lambda split: [json.loads(line) for line in (tmp_path / split / "qa.jsonl").read_text().splitlines()]  # noqa: E731
+    prior = vqa_prior(read("train"))
+    test = read("test")
+    rows = [{"index": i, "score": vqa_accuracy(prior[r["question_type"]], r["answers"])} for i, r in enumerate(test)]
+    (tmp_path / "results.json").write_text(json.dumps({"num_rows": len(test), "rows": rows}))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "audio_lm_baselines.py"), str(tmp_path / "train"),
+         str(tmp_path / "test"), "--qa-results", f"echo={tmp_path / 'results.json'}"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"30 training and 10 test clips; {len(test)} test questions", result.stdout
+    table = {line[:14].strip(): line[14:].split() for line in lines[2:-1]}
+    assert {"all", "yes_no", "number", "other", "count", "first", "exists"} <= set(table), result.stdout
+    for group, cells in table.items():
+        assert cells[1] == cells[2], f"{group}: the echoed column differs from the prior's:\n{result.stdout}"
+    expected = sum(r["score"] for r in rows) / len(rows)
+    assert float(table["all"][1]) == pytest.approx(expected, abs=1e-4)
+    assert next(line for line in lines if line.startswith("  first ")).endswith(repr(prior["first"]))
+    assert lines[-1].startswith("constant caption (most common training caption): bleu4 "), result.stdout

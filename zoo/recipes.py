@@ -162,5 +162,12 @@ def _regression(model: Any, recipe: Recipe, data: Path, settings: dict[str, Any]
     return train_from_recipe(model, load_task(recipe.task, **recipe.task_overrides), data, settings, output_dir)
 
 
+def _codec_lm(model: Any, recipe: Recipe, data: Path, settings: dict[str, Any], output_dir: Path) -> Any:
+    from tasks.config import load_task
+    from zoo.training.codec_lm import train_from_recipe
+
+    return train_from_recipe(model, load_task(recipe.task, **recipe.task_overrides), data, settings, output_dir)
+
+
 # recipe stages with their own trainer; every other stage goes through zoo.finetune
-STAGE_TRAINERS = {"template-head": _template_head, "regression": _regression}
+STAGE_TRAINERS = {"template-head": _template_head, "regression": _regression, "codec-lm": _codec_lm}

@@ -6,8 +6,10 @@ encoder's modality is ``audio_codec``.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -153,6 +155,7 @@ class CodecTokenEncoder(nn.Module):
         self.hidden_size = config.hidden_size
         self.embed = nn.Embedding(n_q * size, config.hidden_size)  # n_q tables of codebook_size rows, stacked
         self.register_buffer("offsets", torch.arange(n_q).unsqueeze(1) * size, persistent=False)
+        self._reused: dict[bytes, torch.Tensor] | None = None
 
     def num_tokens(self, size: int) -> int:
         return self.config.num_tokens(size)
@@ -164,9 +167,31 @@ class CodecTokenEncoder(nn.Module):
             self.codec.eval()
         return self
 
+    @contextmanager
+    def reusing_codes(self) -> Iterator[None]:
+        """Inside this block each distinct waveform is run through the codec once and its codes are reused.
+
+        Training visits every clip once per question and once per epoch; the frozen codec would give the same
+        codes each time, and running it costs far more than the language model's step. The codec must not change
+        inside the block (fit it first); the codes are forgotten when the block ends.
+        """
+        self._reused = {}
+        try:
+            yield
+        finally:
+            self._reused = None
+
     @torch.no_grad()
     def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
         """One item's waveform ``[T]`` -> codes ``[n_q, frames]``, encoded at its own length so no padding leaks in."""
+        if self._reused is None:
+            return self._encode_audio(waveform)
+        key = hashlib.sha256(waveform.detach().float().cpu().contiguous().numpy().tobytes()).digest()
+        if key not in self._reused:
+            self._reused[key] = self._encode_audio(waveform)
+        return self._reused[key]
+
+    def _encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
         x = waveform.to(next(self.codec.parameters()).dtype).view(1, 1, -1)
         if self.config.resolved_codec == "encodec":
             # audio_codes: [chunks, batch, n_q, frames]; one chunk for unchunked models
