@@ -7,13 +7,16 @@ Reads the atom-mapped split (``../shared/data/uspto50k-mapped/{train,test}.tsv``
   (or hits a cache an earlier run left), the second must be a cache hit;
 - the library: distinct templates, those seen at least twice, failures by reason;
 - test coverage: the share of test reactions whose own template is in the training library;
+- the library, coverage and round trips again for each radius of ``--radii`` (default 1 then 0: rdchiral's
+  radius-1 templates, then the radius-0 ones a template model may add as its general library), and the share
+  of test reactions covered by one radius or the other;
 - own-template round trips on test: ``apply_retro(own template, product)`` holds the recorded reactants,
   ``apply_forward(forward_template(own template), reactants)`` holds the recorded product, beside rdchiral
   run forward on the same swapped template (the alternative that ``apply_forward`` does not use);
 - apply speed: the 50 most frequent templates applied to each of 100 test products (reactant sets for
   forward), with rdchiral's one-shot ``rdchiralRunText`` as the baseline row.
 
-    .venv/bin/python benchmarks/reaction_templates.py [--limit N] [--workers 1,2] [--cache-dir DIR]
+    .venv/bin/python benchmarks/reaction_templates.py [--limit N] [--workers 1,2] [--radii 1,0] [--cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -144,6 +147,7 @@ def main() -> None:
     parser.add_argument(
         "--workers", default="1,2", help="worker counts to time extraction with (comma-separated)"
     )
+    parser.add_argument("--radii", default="1,0", help="template radii to build libraries for (comma-separated)")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "template-cache")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -161,32 +165,38 @@ def main() -> None:
             f"extract_templates train, workers={workers}",
             f"{seconds:8.1f} s ({len(train_records) / seconds:,.0f} rxn/s)",
         )
-    for attempt in ("first", "second"):
-        cached = library_cache_path(train, args.cache_dir).is_file()
-        library, seconds = timed(lambda: build_template_library(train, args.cache_dir, workers=2))
+    covered_by_any: set[int] = set()
+    for radius in (int(r) for r in args.radii.split(",")):
+        print(f"radius {radius}", flush=True)
+        for attempt in ("first", "second"):
+            cached = library_cache_path(train, args.cache_dir, radius=radius).is_file()
+            library, seconds = timed(lambda r=radius: build_template_library(train, args.cache_dir, workers=2, radius=r))
+            row(
+                f"build_template_library, {attempt} call",
+                f"{seconds:8.1f} s ({'cache present' if cached else 'cold'} before)",
+            )
+        print_library(library)
+        test_extractions, seconds = timed(lambda r=radius: extract_templates(test_records, workers=2, radius=r))
+        coverage = template_coverage(library, test_extractions)
+        row("test reactions templated", f"{coverage.templated:,} of {coverage.total:,} ({seconds:.1f} s)")
         row(
-            f"build_template_library, {attempt} call",
-            f"{seconds:8.1f} s ({'cache present' if cached else 'cold'} before)",
+            "test coverage: own template in train library",
+            f"{coverage.covered:,} of {coverage.total:,} ({100 * coverage.share:.1f} %)",
         )
-    print_library(library)
-
-    test_extractions, seconds = timed(lambda: extract_templates(test_records, workers=2))
-    coverage = template_coverage(library, test_extractions)
-    row("test reactions templated", f"{coverage.templated:,} of {coverage.total:,} ({seconds:.1f} s)")
-    row(
-        "test coverage: own template in train library",
-        f"{coverage.covered:,} of {coverage.total:,} ({100 * coverage.share:.1f} %)",
-    )
-    counts = round_trips(test_records, test_extractions)
-    for key, name in (("retro", "apply_retro"), ("forward", "apply_forward (RDKit)"),
-                      ("forward rdchiral", "rdchiral forward (not used)")):  # fmt: skip
-        share = 100 * counts[key] / max(counts["templated"], 1)
-        row(
-            f"test own-template round trip, {name}",
-            f"{counts[key]:,} of {counts['templated']:,} ({share:.1f} %)",
-        )
-    row("test round-trip errors (raised)", f"{counts['errors']:,}")
-    print_speed(library, test_records)
+        covered_by_any |= {i for i, e in enumerate(test_extractions) if e.template and library.index(e.template) is not None}
+        counts = round_trips(test_records, test_extractions)
+        for key, name in (("retro", "apply_retro"), ("forward", "apply_forward (RDKit)"),
+                          ("forward rdchiral", "rdchiral forward (not used)")):  # fmt: skip
+            share = 100 * counts[key] / max(counts["templated"], 1)
+            row(
+                f"test own-template round trip, {name}",
+                f"{counts[key]:,} of {counts['templated']:,} ({share:.1f} %)",
+            )
+        row("test round-trip errors (raised)", f"{counts['errors']:,}")
+        if radius == 1:
+            print_speed(library, test_records)
+    share = 100 * len(covered_by_any) / max(len(test_records), 1)
+    row(f"test coverage by any radius of {args.radii}", f"{len(covered_by_any):,} of {len(test_records):,} ({share:.1f} %)")
 
 
 if __name__ == "__main__":

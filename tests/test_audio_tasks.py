@@ -263,3 +263,16 @@ def test_audio_qa_end_to_end_with_answer_type_breakdown(audio_lm, data):
     assert metrics["vqa_accuracy/number"] == pytest.approx(1 / (1 + len(BAD)))
     assert metrics["vqa_accuracy/yes_no"] == metrics["vqa_accuracy/other"] == 1.0
     assert {k for k in metrics if "/" in k} == {"vqa_accuracy/number", "vqa_accuracy/yes_no", "vqa_accuracy/other"}
+
+
+def test_training_data_refuses_the_same_bad_clips_as_evaluation(audio_lm, data):
+    """``zoo finetune`` reads a manifest through build_examples: the task's item_checks (rate, length) and the
+    audio checks fail each bad row with its reason, as ``zoo eval`` does, and the good rows train."""
+    from zoo.training.data import build_examples
+
+    training = build_examples(audio_lm, load_task("audio-captioning"), data / "captions.jsonl")
+    assert len(training.examples) == GOOD and training.num_rows == GOOD + len(BAD)
+    failures = {f["source"]: f for f in training.failed_rows}
+    for line, (path, reason) in enumerate(BAD.items(), start=GOOD + 1):
+        failure = failures[f"captions.jsonl:{line}"]
+        assert reason in failure["error"] and Path(path).name in failure["error"], failure

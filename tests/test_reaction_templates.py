@@ -32,6 +32,7 @@ from tasks.data.templates import (
     build_template_library,
     extract_template,
     extract_templates,
+    extraction_settings,
     forward_template,
     library_cache_path,
     read_mapped_reactions,
@@ -318,9 +319,12 @@ def test_benchmark_prints_every_row(shared_dir: Path, tmp_path: Path) -> None:
                   "distinct templates (all)", "distinct templates seen >= 2 times",
                   "test coverage: own template in train library",
                   "test own-template round trip, apply_retro", "test own-template round trip, apply_forward",
-                  "apply_retro, ", "rdchiralRunText (baseline), ", "apply_forward, "):  # fmt: skip
+                  "apply_retro, ", "rdchiralRunText (baseline), ", "apply_forward, ", "radius 1", "radius 0",
+                  "test coverage by any radius of 1,0"):  # fmt: skip
         assert any(line.startswith(label) for line in lines), f"row {label!r} missing from:\n{result.stdout}"
-    assert "(cold before)" in lines[3] and "(cache present before)" in lines[4], result.stdout
+    assert lines[3] == "radius 1" and "(cold before)" in lines[4] and "(cache present before)" in lines[5], result.stdout
+    second = lines.index("radius 0")
+    assert "(cold before)" in lines[second + 1] and "(cache present before)" in lines[second + 2], result.stdout
 
 
 def test_row_templates_are_cached_in_row_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -335,3 +339,38 @@ def test_row_templates_are_cached_in_row_order(tmp_path: Path, monkeypatch: pyte
     rows_file.write_text(rows_file.read_text().replace("null", '"x"', 1) if "null" in rows_file.read_text() else "[]")
     with pytest.warns(UserWarning, match="row templates .* corrupt"):
         assert templates.templated_rows(FIXTURE, tmp_path, progress=False)[1] == rows
+
+
+@pytest.fixture(scope="module")
+def local_extractions(records: list) -> list[Extraction]:
+    return extract_templates(records, progress=False, radius=0)
+
+
+def test_radius_0_templates_give_back_the_reactants_and_are_more_general(
+    records: list, extractions: list[Extraction], local_extractions: list[Extraction]
+) -> None:
+    """A radius-0 template keeps the changed atoms and leaving groups only: it reproduces its own reaction, and
+    the library it gives is smaller than the radius-1 one (several reactions share a reaction centre)."""
+    assert [e.error is None for e in local_extractions] == [e.error is None for e in extractions]
+    hits = [
+        canonicalize_smiles(r.reactants) in apply_retro(e.template, r.product)
+        for r, e in zip(records, local_extractions, strict=True)
+        if e.template is not None
+    ]
+    assert len(hits) == 20 and sum(hits) >= 19  # 20 of 20 with rdchiral 1.1.0 and RDKit 2026.09
+    local = {e.template for e in local_extractions if e.template}
+    assert len(local) < len({e.template for e in extractions if e.template})
+    for narrow, broad in zip(extractions, local_extractions, strict=True):
+        if narrow.template is not None:  # fewer atoms spelled out on each side
+            assert len(broad.template) < len(narrow.template)
+
+
+def test_the_radius_is_an_extraction_setting_with_its_own_cache_entry(tmp_path: Path) -> None:
+    assert extraction_settings(radius=1)["special_groups"] and not extraction_settings(radius=0)["special_groups"]
+    assert library_cache_path(FIXTURE, tmp_path, radius=0) != library_cache_path(FIXTURE, tmp_path)
+    local = build_template_library(FIXTURE, tmp_path, progress=False, radius=0)
+    assert local.settings["radius"] == 0 and library_cache_path(FIXTURE, tmp_path, radius=0).is_file()
+    with pytest.raises(ValueError, match="radius must be one of"):
+        extraction_settings(radius=2)
+    with pytest.raises(ValueError, match="radius must be one of"):
+        extract_template("CC>>CC", radius=3)

@@ -13,7 +13,7 @@ from tasks.metrics.smiles import canonicalize_smiles
 from zoo.cards import parse_card
 from zoo.errors import WeightsError
 from zoo.io import sha256_file
-from zoo.models.template_model import TEMPLATES_ASSET
+from zoo.models.template_model import GENERAL_TEMPLATES_ASSET, TEMPLATES_ASSET
 from zoo.training.templates import fit_template_head
 
 FIXTURE = Path(__file__).parent / "fixtures" / "uspto50k_mapped_20.tsv"
@@ -202,3 +202,134 @@ def test_a_given_class_restricts_the_templates_and_zoo_eval_passes_it(library, r
     assert results["num_failed"] == 0
     top1 = sum(bool(c) and c[0].smiles == canonicalize_smiles(r.reactants) for (r, _), c in zip(pairs, with_class, strict=True))
     assert results["metrics"]["top1_exact_match_stereo_aware"] == pytest.approx(top1 / len(pairs))
+
+
+@pytest.fixture(scope="module")
+def general_library(records) -> TemplateLibrary:
+    return TemplateLibrary.from_extractions(extract_templates(records, progress=False, radius=0))
+
+
+def test_general_templates_share_the_head_and_travel_as_a_second_checked_asset(library, general_library, records,
+                                                                                tmp_path):
+    """A model with radius-0 templates scores them after the radius-1 ones, trains on both targets of a row,
+    predicts from either library, and saves and loads both libraries, each sha256-checked."""
+    model = zoo.build({**spec(library), "num_general_templates": len(general_library),
+                       "templates_per_item": len(library) + len(general_library)})
+    with pytest.raises(ValueError, match="general one"):
+        model.predict(["CCO"])
+    with pytest.raises(ValueError, match="num_general_templates"):
+        model.attach_library(library, library)
+    model.attach_library(library, general_library)
+    narrow = [e.template for e in extract_templates(records, progress=False)]
+    broad = [e.template for e in extract_templates(records, progress=False, radius=0)]
+    with pytest.raises(ValueError, match="exactly when the model has a general library"):
+        fit_template_head(model, records, narrow, epochs=1, progress=False)
+    fit = fit_template_head(model, records, narrow, general_templates=broad, general_weight=0.3, epochs=100,
+                            batch_size=8, lr=0.01, progress=False)
+    assert fit.examples == sum(t is not None for t in narrow)
+    products = [r.product for r, t in zip(records, narrow, strict=True) if t is not None]
+    probabilities = model(**model.processor("smiles", products).inputs).softmax(-1)
+    assert probabilities.shape == (len(products), len(library) + len(general_library))
+    general_share = probabilities[:, len(library):].sum(-1)
+    assert 0.15 < general_share.mean() < 0.45, general_share  # about the 0.3 the targets gave it
+    predictions = model.predict(products, top_k=3)
+    truths = [canonicalize_smiles(r.reactants) for r, t in zip(records, narrow, strict=True) if t is not None]
+    assert sum(c[0].smiles == truth for c, truth in zip(predictions, truths, strict=True) if c) >= 0.8 * len(truths)
+    model.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert set(config["assets"]) == {TEMPLATES_ASSET, GENERAL_TEMPLATES_ASSET}
+    assert zoo.load(tmp_path / "model").predict(products) == model.predict(products)
+    asset = tmp_path / "model" / GENERAL_TEMPLATES_ASSET
+    asset.write_text(asset.read_text().replace(general_library.templates[0], general_library.templates[1], 1))
+    with pytest.raises(WeightsError, match="sha256"):
+        zoo.load(tmp_path / "model")
+
+
+def test_a_recipe_with_general_templates_builds_both_libraries(library, general_library, tmp_path, monkeypatch):
+    from zoo.spec import SpecError
+    from zoo.training.templates import train_from_recipe
+
+    monkeypatch.setenv("MODALZOO_CACHE", str(tmp_path / "cache"))
+    settings = {"epochs": 2, "batch_size": 8, "progress": False, "general_weight": 0.5}
+    with pytest.raises(SpecError, match=f"set num_general_templates to {len(general_library)}"):
+        train_from_recipe(zoo.build({**spec(library), "num_general_templates": 2}), FIXTURE, settings, tmp_path / "run")
+    model = train_from_recipe(zoo.build({**spec(library), "num_general_templates": len(general_library)}), FIXTURE,
+                              settings, tmp_path / "run")
+    assert model.general_library.templates == general_library.templates and model.general_library.classes
+    fit = json.loads((tmp_path / "run" / "fit.json").read_text())
+    assert fit["general_library"] == len(general_library) and fit["library"] == len(library)
+
+
+def test_analogue_neighbours_are_the_most_similar_training_products_by_tanimoto(library, records):
+    from zoo.models.analogues import AnalogueIndex
+
+    model = zoo.build(spec(library))
+    bits = [model._bits(r.product) for r in records]
+    index = AnalogueIndex.build(bits, [model._bits(r.reactants) for r in records], [(0, -1)] * len(records), 256)
+    for query in bits[:5]:
+        near, similarity = index.neighbours(query, 3)
+        brute = sorted((len(set(query) & set(b)) / len(set(query) | set(b)) for b in bits), reverse=True)[:3]
+        assert similarity.tolist() == pytest.approx(brute)
+        assert similarity[0] == pytest.approx(1.0)  # the product itself is in the index
+    with pytest.raises(ValueError, match="lacks weights"):
+        AnalogueIndex({k: v for k, v in index.tensors.items() if k != "weights"})
+    outside = index.tensors["product_bits"].clone()
+    outside[0] = 256  # one bit past the fingerprint: would read outside its row
+    with pytest.raises(ValueError, match=r"product bits leave \[0, 256\)"):
+        AnalogueIndex({**index.tensors, "product_bits": outside})
+    shifted = index.tensors["reactant_offsets"].clone()
+    shifted[-1] += 1
+    with pytest.raises(ValueError, match="reactant offsets do not partition"):
+        AnalogueIndex({**index.tensors, "reactant_offsets": shifted})
+    assert AnalogueIndex.from_bytes(index.to_bytes()).neighbours(bits[0], 3)[0].tolist() == index.neighbours(bits[0], 3)[0].tolist()
+
+
+def test_an_analogue_reranked_model_fits_predicts_and_round_trips_its_index(library, general_library, records, tmp_path,
+                                                                             monkeypatch):
+    from zoo.spec import SpecError
+    from zoo.training.templates import train_from_recipe
+
+    with pytest.raises(SpecError, match="analogue_neighbours"):
+        zoo.build({**spec(library, "forward"), "analogue_neighbours": 5})
+    monkeypatch.setenv("MODALZOO_CACHE", str(tmp_path / "cache"))
+    ranked = {**spec(library), "num_general_templates": len(general_library), "analogue_neighbours": 5}
+    settings = {"epochs": 30, "batch_size": 8, "lr": 0.01, "progress": False}
+    with pytest.raises(SpecError, match="validation_data"):
+        train_from_recipe(zoo.build(ranked), FIXTURE, settings, tmp_path / "run")
+    model = train_from_recipe(zoo.build(ranked), FIXTURE, settings, tmp_path / "run", validation=FIXTURE)
+    fit = json.loads((tmp_path / "run" / "fit.json").read_text())["analogues"]
+    assert fit["reactions"] + sum(fit["left_out"].values()) == 23 and fit["held_out"] == 21  # 2 rows unreadable
+    assert fit["held_out_top1_after"] >= fit["held_out_top1_before"] - 0.05
+    products = [r.product for r in records]
+    predictions = model.predict(products, top_k=5)
+    for candidates in predictions:
+        assert len({c.smiles for c in candidates}) == len(candidates) and sum(c.score for c in candidates) <= 1 + 1e-6
+    model.save_pretrained(tmp_path / "model")
+    assert zoo.load(tmp_path / "model").predict(products, top_k=5) == predictions
+    asset = tmp_path / "model" / "analogues.safetensors"
+    asset.write_bytes(asset.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(WeightsError, match="sha256"):
+        zoo.load(tmp_path / "model")
+
+
+def test_a_template_rdchiral_cannot_apply_gives_no_outcome_and_the_others_still_count(retro, monkeypatch):
+    """RDKit refuses some stereo rdchiral copies (a RuntimeError from deep inside rdchiralRun): that template gives
+    the product nothing, and the product keeps the outcomes of its other templates."""
+    from tasks.data import templates as module
+
+    model, pairs = retro
+    product = pairs[0][0].product
+    broken = model.library.templates[pairs[0][1]]  # the product's own template
+    others = {o for t in model.library.templates if t != broken for o in module.apply_retro(t, product)}
+    real_run = module.rdchiralRun
+
+    def refusing(reaction, reactants):
+        if reaction is module._retro_reaction(broken):
+            raise RuntimeError("Pre-condition Violation\n\tStereo atoms should be specified")
+        return real_run(reaction, reactants)
+
+    monkeypatch.setattr(module, "rdchiralRun", refusing)
+    with pytest.raises(module.TemplateError, match="rdchiral error: applying"):
+        module.apply_retro(broken, product)
+    after = model.predict([product], top_k=50)[0]
+    assert {c.smiles for c in after} == others  # every other template of the library is applied (templates_per_item)

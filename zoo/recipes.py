@@ -122,12 +122,10 @@ def run_recipe(
         init_from(model, path, source, weights_dir)
     root = Path(data_root)
     data = confined(root, recipe.data, f"{name} recipe data")
+    validation = confined(root, recipe.validation_data, f"{name} recipe validation_data") if recipe.validation_data else None
     settings = {**recipe.settings, **overrides}
-    trainer = STAGE_TRAINERS.get(recipe.stage)
-    if trainer is not None:
-        model = trainer(model, recipe, data, settings, Path(output_dir))
-    else:
-        model = _finetune(model, recipe, root, data, settings, output_dir)
+    trainer = STAGE_TRAINERS.get(recipe.stage, _finetune)
+    model = trainer(model, recipe, data, validation, settings, Path(output_dir))
     target = WEIGHTS_DIR / f"{name}.safetensors"
     written = [(target, export_weights(model, recipe.export, target, recipe.export_dtype))]
     for asset, content in getattr(model, "assets", dict)().items():
@@ -137,35 +135,47 @@ def run_recipe(
     return written
 
 
-def _finetune(model: Any, recipe: Recipe, root: Path, data: Path, settings: dict[str, Any], output_dir: str | Path) -> Any:
+def _finetune(
+    model: Any, recipe: Recipe, data: Path, validation: Path | None, settings: dict[str, Any], output_dir: Path
+) -> Any:
     """The general recipe stages (align, instruct, full) through ``zoo.finetune`` on the recipe's task."""
     from tasks.config import load_task
     from zoo.training import finetune
 
     task = load_task(recipe.task, **recipe.task_overrides)
-    validation = (
-        confined(root, recipe.validation_data, "recipe validation_data") if recipe.validation_data else None
-    )
     return finetune(model, task, data, recipe.stage, output_dir, validation_data=validation, **settings).model
 
 
-def _template_head(model: Any, recipe: Recipe, data: Path, settings: dict[str, Any], output_dir: Path) -> Any:
+def _template_head(
+    model: Any, recipe: Recipe, data: Path, validation: Path | None, settings: dict[str, Any], output_dir: Path
+) -> Any:
     from zoo.training.templates import train_from_recipe
 
-    return train_from_recipe(model, data, settings, output_dir)
+    return train_from_recipe(model, data, settings, output_dir, validation)
 
 
-def _regression(model: Any, recipe: Recipe, data: Path, settings: dict[str, Any], output_dir: Path) -> Any:
+def _no_validation(recipe: Recipe, validation: Path | None) -> None:
+    if validation is not None:
+        raise SpecError(f"recipe stage {recipe.stage} takes no validation_data; remove it from the recipe")
+
+
+def _regression(
+    model: Any, recipe: Recipe, data: Path, validation: Path | None, settings: dict[str, Any], output_dir: Path
+) -> Any:
     from tasks.config import load_task
     from zoo.training.regression import train_from_recipe
 
+    _no_validation(recipe, validation)
     return train_from_recipe(model, load_task(recipe.task, **recipe.task_overrides), data, settings, output_dir)
 
 
-def _codec_lm(model: Any, recipe: Recipe, data: Path, settings: dict[str, Any], output_dir: Path) -> Any:
+def _codec_lm(
+    model: Any, recipe: Recipe, data: Path, validation: Path | None, settings: dict[str, Any], output_dir: Path
+) -> Any:
     from tasks.config import load_task
     from zoo.training.codec_lm import train_from_recipe
 
+    _no_validation(recipe, validation)
     return train_from_recipe(model, load_task(recipe.task, **recipe.task_overrides), data, settings, output_dir)
 
 

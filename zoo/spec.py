@@ -216,15 +216,21 @@ def _check_head(hidden_sizes: list[int], dropout: float) -> None:
 class TemplateModelSpec:
     """A molecule encoder -> MLP head -> logits over a reaction-template library (the NeuralSym / LocalRetro
     idea). ``direction`` is ``retro`` (product -> reactants) or ``forward`` (reactants -> product); at
-    prediction the ``templates_per_item`` most likely templates are applied and their outcomes ranked."""
+    prediction the ``templates_per_item`` most likely templates are applied and their outcomes ranked.
+    ``num_general_templates`` > 0 adds a second library of radius-0 templates (reaction centre and leaving
+    groups only) scored by the same head after the first: they reach products no radius-1 template fits.
+    ``analogue_neighbours`` > 0 reranks a retro model's outcomes with that many most similar training products
+    (``zoo.models.analogues``; the index is an asset of the model)."""
 
     modality: str
     encoder: ComponentSpec
     num_templates: int
+    num_general_templates: int = 0
     direction: str = "retro"
     hidden_sizes: list[int] = field(default_factory=lambda: [1024])
     dropout: float = 0.3
     templates_per_item: int = 50
+    analogue_neighbours: int = 0
     seed: int = 0
     type: str = "template-classifier"
 
@@ -235,6 +241,11 @@ class TemplateModelSpec:
             raise SpecError(f"unknown spec.direction {self.direction!r}; allowed: {', '.join(self.DIRECTIONS)}")
         if self.num_templates < 1 or self.templates_per_item < 1:
             raise SpecError("spec.num_templates and templates_per_item must be at least 1")
+        if self.analogue_neighbours < 0 or (self.analogue_neighbours and self.direction != "retro"):
+            raise SpecError(f"spec.analogue_neighbours must be 0 (none) or, for a retro model, more; got "
+                            f"{self.analogue_neighbours} for direction {self.direction}")
+        if self.num_general_templates < 0:
+            raise SpecError(f"spec.num_general_templates must be 0 (none) or more, got {self.num_general_templates}")
         _check_head(self.hidden_sizes, self.dropout)
 
     @classmethod
@@ -245,10 +256,12 @@ class TemplateModelSpec:
             modality=str(data["modality"]),
             encoder=ComponentSpec.from_dict(data["encoder"], "spec.encoder"),
             num_templates=int(data["num_templates"]),
+            num_general_templates=int(data.get("num_general_templates", 0)),
             direction=str(data.get("direction", "retro")),
             hidden_sizes=[int(h) for h in data.get("hidden_sizes", [1024])],
             dropout=float(data.get("dropout", 0.3)),
             templates_per_item=int(data.get("templates_per_item", 50)),
+            analogue_neighbours=int(data.get("analogue_neighbours", 0)),
             seed=int(data.get("seed", 0)),
         )
 

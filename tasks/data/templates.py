@@ -196,15 +196,25 @@ def _is_reaction(text: str) -> bool:
 # --- extraction ----------------------------------------------------------------------------------------
 
 
-def extraction_settings(timeout_s: float | None = DEFAULT_TIMEOUT_S) -> dict[str, object]:
-    """What decides the templates: rdchiral's fixed conventions (its extractor takes no options; radius 1 and
-    special groups are hard-coded in ``extract_from_reaction``), the library versions and the timeout."""
+RADII = (0, 1)
+
+
+def extraction_settings(timeout_s: float | None = DEFAULT_TIMEOUT_S, radius: int = 1) -> dict[str, object]:
+    """What decides the templates: the extractor and its conventions, the library versions and the timeout.
+
+    Radius 1 is rdchiral's ``extract_from_reaction`` as it stands (it takes no options; radius 1 and special
+    groups are hard-coded). Radius 0 is :func:`_extract_local`: rdchiral's own steps with the reactant side cut
+    to the changed atoms and the leaving groups, no neighbours and no special groups, so one template serves
+    every product that has the same reaction centre (LocalRetro's local templates are of this kind)."""
+    if radius not in RADII:
+        raise ValueError(f"template radius must be one of {RADII}, got {radius!r}")
+    extractor = "rdchiral.template_extractor.extract_from_reaction" if radius == 1 else "tasks.data.templates._extract_local"
     return {
-        "extractor": "rdchiral.template_extractor.extract_from_reaction",
+        "extractor": extractor,
         "rdchiral": version("rdchiral"),
         "rdkit": rdkit.__version__,
-        "radius": 1,
-        "special_groups": True,
+        "radius": radius,
+        "special_groups": radius == 1,
         "stereochemistry": template_extractor.USE_STEREOCHEMISTRY,
         "include_all_unmapped_reactant_atoms": template_extractor.INCLUDE_ALL_UNMAPPED_REACTANT_ATOMS,
         "max_unmapped_product_atoms": template_extractor.MAXIMUM_NUMBER_UNMAPPED_PRODUCT_ATOMS,
@@ -212,22 +222,24 @@ def extraction_settings(timeout_s: float | None = DEFAULT_TIMEOUT_S) -> dict[str
     }
 
 
-def extract_template(mapped_reaction: str, *, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> str:
-    """The retro template (``product_pattern>>reactant_patterns``) of one atom-mapped reaction.
+def extract_template(mapped_reaction: str, *, radius: int = 1, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> str:
+    """The retro template (``product_pattern>>reactant_patterns``) of one atom-mapped reaction, at ``radius``
+    (1: rdchiral's convention; 0: the reaction centre and leaving groups only, see :func:`extraction_settings`).
 
-    Raises ``TemplateError`` with the reason when rdchiral gives none. ``timeout_s`` bounds the time spent
+    Raises ``TemplateError`` with the reason when none can be made. ``timeout_s`` bounds the time spent
     (enforced with SIGALRM, so only in a main thread on POSIX; elsewhere it is not enforced).
     """
+    if radius not in RADII:
+        raise ValueError(f"template radius must be one of {RADII}, got {radius!r}")
     if not _is_reaction(mapped_reaction):
         raise TemplateError(Failure(MALFORMED_ROW, f"{mapped_reaction[:80]!r} is not 'reactants>>product'"))
     parts = mapped_reaction.split(">")
     reactants, products = parts[0], parts[2]
+    extract = template_extractor.extract_from_reaction if radius == 1 else _extract_local
     captured = io.StringIO()  # rdchiral prints its complaints; they become the failure's detail instead
     try:
         with _time_limit(timeout_s), contextlib.redirect_stdout(captured):
-            result = template_extractor.extract_from_reaction(
-                {"reactants": reactants, "products": products, "_id": 0}
-            )
+            result = extract({"reactants": reactants, "products": products, "_id": 0})
     except _Timeout:
         raise TemplateError(Failure(TIMEOUT, f"rdchiral took longer than {timeout_s} s")) from None
     except Exception as err:  # rdchiral and RDKit raise many kinds; each is this reaction's failure
@@ -235,6 +247,40 @@ def extract_template(mapped_reaction: str, *, timeout_s: float | None = DEFAULT_
     if result and result.get("reaction_smarts"):
         return result["reaction_smarts"]
     raise TemplateError(_diagnose(reactants, products, result, captured.getvalue()))
+
+
+def _extract_local(reaction: dict[str, str]) -> dict[str, object] | None:
+    """A radius-0 retro template, returned the way ``extract_from_reaction`` returns one (``reaction_smarts``;
+    no key when there is no reaction centre; None for too many unmapped product atoms or an inconsistent
+    mapping), built from rdchiral's steps: changed atoms, fragments, canonical transform."""
+    te = template_extractor
+    reactants = te.mols_from_smiles_list(te.replace_deuterated(reaction["reactants"]).split("."))
+    products = te.mols_from_smiles_list(te.replace_deuterated(reaction["products"]).split("."))
+    if None in reactants or None in products:
+        return {}
+    reactants = [AllChem.RemoveHs(mol) for mol in reactants]
+    products = [AllChem.RemoveHs(mol) for mol in products]
+    for mol in reactants + products:
+        Chem.SanitizeMol(mol)
+        mol.UpdatePropertyCache()
+    for product in products:
+        if sum(not atom.HasProp("molAtomMapNumber") for atom in product.GetAtoms()) > te.MAXIMUM_NUMBER_UNMAPPED_PRODUCT_ATOMS:
+            return None
+    _, changed_tags, err = te.get_changed_atoms(reactants, products)
+    if err:
+        return None
+    if not changed_tags:
+        return {}
+    reactant_side, _, _ = te.get_fragments_for_changed_atoms(reactants, changed_tags, radius=0, category="reactants")
+    expansion = te.expand_changed_atom_tags(changed_tags, reactant_side)
+    product_side, _, _ = te.get_fragments_for_changed_atoms(products, changed_tags, radius=0, expansion=expansion,
+                                                           category="products")
+    reactant_part, _, product_part = te.canonicalize_transform(f"{reactant_side}>>{product_side}").partition(">>")
+    template = product_part[1:-1].replace(").(", ".") + ">>" + reactant_part[1:-1].replace(").(", ".")
+    if AllChem.ReactionFromSmarts(template).Validate()[1] != 0:
+        print(f"RDKit cannot validate the radius-0 template {template}")  # captured: the failure's detail
+        return {}
+    return {"reaction_smarts": template}
 
 
 def _diagnose(reactants: str, products: str, result: dict | None, printed: str) -> Failure:
@@ -284,10 +330,10 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _extract_one(mapped_reaction: str, timeout_s: float | None) -> tuple[str | None, Failure | None]:
+def _extract_one(mapped_reaction: str, radius: int, timeout_s: float | None) -> tuple[str | None, Failure | None]:
     """``extract_template`` as a (template, failure) pair, for pool workers."""
     try:
-        return extract_template(mapped_reaction, timeout_s=timeout_s), None
+        return extract_template(mapped_reaction, radius=radius, timeout_s=timeout_s), None
     except TemplateError as err:
         return None, err.failure
 
@@ -298,9 +344,10 @@ def extract_templates(
     workers: int = 1,
     chunksize: int = 64,
     progress: bool = True,
+    radius: int = 1,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
 ) -> list[Extraction]:
-    """The template of every record, in order; a bad record or a failed extraction is an ``Extraction``
+    """The template (at ``radius``) of every record, in order; a bad record or a failed extraction is an ``Extraction``
     with its ``error``. ``workers > 1`` extracts in a process pool, ``chunksize`` reactions per task.
 
     rdchiral is not fully deterministic: for 3 of the 40,029 USPTO-50K training reactions it spells the
@@ -310,8 +357,8 @@ def extract_templates(
         raise ValueError(f"workers must be at least 1, got {workers}")
     records = list(records)
     usable = [record.mapped_reaction for record in records if record.error is None]
-    extract = functools.partial(_extract_one, timeout_s=timeout_s)
-    with tqdm(total=len(usable), desc="extracting templates", unit="rxn", disable=not progress) as bar:
+    extract = functools.partial(_extract_one, radius=radius, timeout_s=timeout_s)
+    with tqdm(total=len(usable), desc=f"extracting radius-{radius} templates", unit="rxn", disable=not progress) as bar:
         outcomes = iter(_map_in_order(extract, usable, workers, chunksize, bar))
     return [
         Extraction(record.where, None, record.error)
@@ -538,6 +585,7 @@ def build_template_library(
     min_count: int = 1,
     workers: int = 1,
     progress: bool = True,
+    radius: int = 1,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
 ) -> TemplateLibrary:
     """The template library of the mapped-reaction TSV(s) ``paths``, from ``cache_dir`` when it holds one.
@@ -546,7 +594,7 @@ def build_template_library(
     template (``min_count`` is applied after loading, so another threshold reuses it) and its own sha256 is
     stored beside it: a file that fails the check is rebuilt with a warning.
     """
-    library, _ = templated_rows(paths, cache_dir, workers=workers, progress=progress, timeout_s=timeout_s)
+    library, _ = templated_rows(paths, cache_dir, workers=workers, progress=progress, radius=radius, timeout_s=timeout_s)
     return library.with_min_count(min_count)
 
 
@@ -556,20 +604,21 @@ def templated_rows(
     *,
     workers: int = 1,
     progress: bool = True,
+    radius: int = 1,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
 ) -> tuple[TemplateLibrary, list[str | None]]:
     """The full library of ``paths`` and each data row's own template (None where it has none), in the order
     :func:`read_mapped_reactions` gives the rows: the labels a template model trains on. Both are cached
     under the same key, each with its sha256 beside it."""
     paths = _as_paths(paths)
-    settings = extraction_settings(timeout_s)
+    settings = extraction_settings(timeout_s, radius)
     sources = _sources(paths)
     cached = _cache_path(sources, settings, cache_dir)
     library = _load_cached(cached, sources, settings)
     rows = _load_rows(_rows_path(cached)) if library is not None else None
     if library is None or rows is None:
         records = [record for path in paths for record in read_mapped_reactions(path)]
-        extractions = extract_templates(records, workers=workers, progress=progress, timeout_s=timeout_s)
+        extractions = extract_templates(records, workers=workers, progress=progress, radius=radius, timeout_s=timeout_s)
         library = TemplateLibrary.from_extractions(extractions, settings=settings, sources=sources)
         rows = [extraction.template for extraction in extractions]
         _write_cached(cached, library.to_json().encode())
@@ -615,11 +664,12 @@ def library_cache_path(
     paths: str | Path | Sequence[str | Path],
     cache_dir: str | Path,
     *,
+    radius: int = 1,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
 ) -> Path:
     """Where :func:`build_template_library` caches the library of ``paths`` (it exists once built)."""
     paths = _as_paths(paths)
-    return _cache_path(_sources(paths), extraction_settings(timeout_s), cache_dir)
+    return _cache_path(_sources(paths), extraction_settings(timeout_s, radius), cache_dir)
 
 
 def _as_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -677,8 +727,16 @@ def _sha256(data: bytes) -> str:
 def apply_retro(template: str, product_smiles: str) -> list[str]:
     """The reactant sets a retro template gives for a product (rdchiral, stereo-aware): canonical, distinct,
     sorted; empty when the template does not match. Prepared templates and products are cached, so applying
-    the top-k templates to one product parses it once (not thread-safe: rdchiral reuses the objects)."""
-    outcomes = rdchiralRun(_retro_reaction(template), _retro_product(product_smiles))
+    the top-k templates to one product parses it once (not thread-safe: rdchiral reuses the objects).
+
+    A ``TemplateError`` with reason ``rdchiral error`` says rdchiral failed while building an outcome (RDKit
+    refuses some double-bond stereo it copies, e.g. for a few radius-0 templates): this template gives this
+    product nothing, which a caller trying many templates may treat as no match."""
+    reaction, product = _retro_reaction(template), _retro_product(product_smiles)
+    try:
+        outcomes = rdchiralRun(reaction, product)
+    except RuntimeError as err:  # RDKit pre-condition violations surface as RuntimeError
+        raise TemplateError(Failure(RDCHIRAL_ERROR, f"applying {template!r}: {' '.join(str(err).split())[:200]}")) from err
     return sorted({c for c in map(canonicalize_smiles, outcomes) if c is not None})
 
 

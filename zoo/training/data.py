@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from tasks.config import TaskConfig
 from tasks.data.manifest import Row, read_rows
 from tasks.data.splits import rows_in_split
 from zoo.evaluation.batching import build_isolating, chunks
+from zoo.evaluation.fields import item_checker
 from zoo.processing import IGNORE_INDEX
 from zoo.training.config import TrainingError
 from zoo.training.stages import is_dual_encoder, is_predictor
@@ -75,14 +76,16 @@ def target_of(task: TaskConfig, row: Row) -> str:
     return str(value)
 
 
-def _example(model: Any, task: TaskConfig, row: Row) -> Example:
+def _example(model: Any, task: TaskConfig, row: Row, check: Callable[[Any], Any]) -> Example:
+    """One row as a training example; its item must pass the task's ``item_checks`` (``check``), as in evaluation."""
     from zoo.evaluation.fields import scored_reference
     from zoo.evaluation.runners import _prompt
 
     if is_predictor(model):
         labels = tuple(scored_reference(task, row))
-        return Example(row.index, row.source, None, "", {model.modality: [row.fields[task.column("item")]]}, labels=labels)
-    items = {task.modality: [row.fields[task.column("item")]]} if task.modality else {}
+        return Example(row.index, row.source, None, "", {model.modality: [check(row.fields[task.column("item")])]},
+                       labels=labels)
+    items = {task.modality: [check(row.fields[task.column("item")])]} if task.modality else {}
     if is_dual_encoder(model):
         return Example(row.index, row.source, None, target_of(task, row), items)
     return Example(row.index, row.source, _prompt(task, model, row), target_of(task, row), items)
@@ -103,12 +106,13 @@ def build_examples(model: Any, task: TaskConfig, path: str | Path) -> TrainingDa
         raise TrainingError(f"{path} has no rows for task {task.name!r}")
     failed: list[dict[str, Any]] = []
     candidates: list[Example] = []
+    check = item_checker(task)
     for row in rows:
         if not row.ok:
             failed.append({"index": row.index, "source": row.source, "stage": "read", "error": row.error})
             continue
         try:
-            candidates.append(_example(model, task, row))
+            candidates.append(_example(model, task, row, check))
         except (KeyError, ValueError, IndexError, TypeError) as err:
             failed.append({"index": row.index, "source": row.source, "stage": "fields", "error": f"{type(err).__name__}: {err}"})
     examples: list[Example] = []
