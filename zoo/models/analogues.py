@@ -39,6 +39,13 @@ class CandidateEvidence:
     bits: np.ndarray
 
 
+def _neutral_weights() -> torch.Tensor:
+    """Reranker weights that keep the template model's own order: all on the log score."""
+    weights = torch.zeros(len(FEATURES))
+    weights[0] = 1.0
+    return weights
+
+
 def _csr(bit_sets: Sequence[np.ndarray], width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Bit sets as (column indices, row offsets)."""
     offsets = np.zeros(len(bit_sets) + 1, dtype=np.int64)
@@ -86,8 +93,7 @@ class AnalogueIndex:
             raise ValueError(f"{len(products)} products, {len(reactants)} reactant sets, {len(templates)} template pairs")
         product_bits, product_offsets = _csr(products, width)
         reactant_bits, reactant_offsets = _csr(reactants, width)
-        weights = torch.zeros(len(FEATURES))
-        weights[0] = 1.0
+        weights = _neutral_weights()
         return cls({
             "product_bits": product_bits, "product_offsets": product_offsets, "reactant_bits": reactant_bits,
             "reactant_offsets": reactant_offsets, "templates": torch.tensor(np.asarray(templates, dtype=np.int32)),
@@ -191,9 +197,7 @@ def fit_reranker(lists: Sequence[tuple[torch.Tensor, int]], *, steps: int = 300,
         padded[i, : len(x)] = x
         mask[i, : len(x)] = True
     answers = torch.tensor([y for _, y in usable])
-    weights = torch.zeros(len(FEATURES))
-    weights[0] = 1.0
-    weights.requires_grad_(True)
+    weights = _neutral_weights().requires_grad_(True)
     optimizer = torch.optim.Adam([weights], lr=lr)
     for _ in range(steps):
         logits = (padded @ weights).masked_fill(~mask, float("-inf"))
