@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import zoo
 from tasks.data.templates import TemplateLibrary, apply_retro, extract_templates, read_mapped_reactions
@@ -264,8 +265,8 @@ def test_analogue_neighbours_are_the_most_similar_training_products_by_tanimoto(
     from zoo.models.analogues import AnalogueIndex
 
     model = zoo.build(spec(library))
-    bits = [model._bits(r.product) for r in records]
-    index = AnalogueIndex.build(bits, [model._bits(r.reactants) for r in records], [(0, -1)] * len(records), 256)
+    bits = [model.shape(r.product).bits for r in records]
+    index = AnalogueIndex.build(bits, [model.shape(r.reactants).bits for r in records], [(0, -1)] * len(records), 256)
     for query in bits[:5]:
         near, similarity = index.neighbours(query, 3)
         brute = sorted((len(set(query) & set(b)) / len(set(query) | set(b)) for b in bits), reverse=True)[:3]
@@ -273,6 +274,8 @@ def test_analogue_neighbours_are_the_most_similar_training_products_by_tanimoto(
         assert similarity[0] == pytest.approx(1.0)  # the product itself is in the index
     with pytest.raises(ValueError, match="lacks weights"):
         AnalogueIndex({k: v for k, v in index.tensors.items() if k != "weights"})
+    with pytest.raises(ValueError, match=r"hidden_weight must have shape \(8, 16\)"):  # e.g. an older index's reranker
+        AnalogueIndex({**index.tensors, "hidden_weight": torch.zeros(8, 8)})
     outside = index.tensors["product_bits"].clone()
     outside[0] = 256  # one bit past the fingerprint: would read outside its row
     with pytest.raises(ValueError, match=r"product bits leave \[0, 256\)"):

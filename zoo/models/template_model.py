@@ -12,22 +12,24 @@ model's outcomes by how the most similar training products were made.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from rdkit.Chem import rdMolDescriptors
 from torch import nn
 
-from zoo.models.analogues import ANALOGUES_ASSET, AnalogueIndex, CandidateEvidence
+from encoders.molecule.parsing import parse_smiles
+from zoo.models.analogues import ANALOGUES_ASSET, AnalogueIndex, CandidateEvidence, MoleculeShape
 from zoo.models.encoder_model import EncoderModel
 from zoo.models.heads import mlp_head
 from zoo.processing import ProcessorSet
 
 TEMPLATES_ASSET = "templates.json"
 GENERAL_TEMPLATES_ASSET = "templates-general.json"
-_NO_BITS = np.zeros(0, dtype=np.int64)
 logger = logging.getLogger(__name__)
 
 
@@ -52,6 +54,8 @@ class TemplateModel(EncoderModel):
         self.library: Any = None
         self.general_library: Any = None
         self.analogues: Any = None
+        self.workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        """Processes that apply templates at prediction (1: this one); every core this process may use by default."""
 
     def forward(self, **inputs: Any) -> torch.Tensor:  # type: ignore[override]  (logits, not features)
         return self.head(self.run_encoder(self.encoder, inputs).pooled)
@@ -132,19 +136,21 @@ class TemplateModel(EncoderModel):
         best first. With ``reaction_classes`` (one per item), only templates seen with the item's class in
         training are scored. An invalid item raises an error naming it; batch callers isolate items themselves."""
         predictions = []
-        for fingerprint, evidence in self.outcomes(items, reaction_classes):
+        for item, evidence in zip(items, self.outcomes(items, reaction_classes), strict=True):
             if self.analogues is None:
                 predictions.append([Candidate(e.smiles, e.score) for e in evidence[:top_k]])
             else:
-                predictions.append(self._rerank(fingerprint, evidence, top_k))
+                predictions.append(self._rerank(item, evidence, top_k))
         return predictions
 
     @torch.no_grad()
     def outcomes(
         self, items: Sequence[str], reaction_classes: Sequence[int] | None = None
-    ) -> list[tuple[torch.Tensor, list[CandidateEvidence]]]:
-        """Each item's fingerprint and every distinct outcome of its ``templates_per_item`` most likely
-        templates with the evidence for it, ordered by the template model's score (before any reranking)."""
+    ) -> list[list[CandidateEvidence]]:
+        """For each item, every distinct outcome of its ``templates_per_item`` most likely templates with the
+        evidence for it, ordered by the template model's score (before any reranking)."""
+        from tasks.data.template_application import apply_templates
+
         templates = self._templates()
         inputs = self.processor(self.modality, list(items)).inputs
         logits = self(**inputs)
@@ -156,57 +162,46 @@ class TemplateModel(EncoderModel):
         probabilities = logits.softmax(-1)
         scores, indices = probabilities.topk(min(self.spec.templates_per_item, len(templates)), dim=-1)
         usable = logits.gather(-1, indices).isfinite().tolist()  # a template masked out by the class is never applied
-        found = []
-        for position, (item, row_scores, row_indices, row_ok) in enumerate(zip(items, scores, indices, usable, strict=True)):
-            chosen = [(i, p) for i, p, ok in zip(row_indices.tolist(), row_scores.tolist(), row_ok, strict=True) if ok]
-            found.append((inputs["fingerprints"][position], self._outcomes(item, chosen, templates)))
-        return found
+        chosen = [[(i, p) for i, p, ok in zip(row_indices, row_scores, row_ok, strict=True) if ok]
+                  for row_scores, row_indices, row_ok in zip(scores.tolist(), indices.tolist(), usable, strict=True)]
+        jobs = [(item, [templates[i] for i, _ in item_chosen]) for item, item_chosen in zip(items, chosen, strict=True)]
+        applied = apply_templates(self.spec.direction, jobs, self.workers)
+        return [self._evidence(item, item_chosen, outcomes)
+                for item, item_chosen, outcomes in zip(items, chosen, applied, strict=True)]
 
-    def _outcomes(self, item: str, chosen: list[tuple[int, float]], templates: Sequence[str]) -> list[CandidateEvidence]:
-        """Apply the chosen (output index, probability) templates; each distinct outcome with its summed
-        probability (split evenly over the outcomes of one template), best first."""
-        from tasks.data.templates import (
-            RDCHIRAL_ERROR,
-            TemplateError,
-            apply_forward,
-            apply_retro,
-            forward_template,
-        )
-
+    def _evidence(
+        self, item: str, chosen: list[tuple[int, float]], applied: list[list[str] | None]
+    ) -> list[CandidateEvidence]:
+        """Each distinct outcome of the chosen (output index, probability) templates with its summed probability
+        (split evenly over the outcomes of one template), best first."""
         totals: dict[str, list[Any]] = {}
-        for index, score in chosen:
-            template = templates[index]
-            try:
-                if self.spec.direction == "retro":
-                    outcomes = apply_retro(template, item)
-                else:
-                    outcomes = apply_forward(forward_template(template), item)
-            except TemplateError as err:
-                if err.failure.reason != RDCHIRAL_ERROR:
-                    raise
-                logger.debug("template %d gives %r no outcome: %s", index, item, err.failure.detail)
-                continue  # rdchiral could not build this template's outcome: as if it did not match
+        for (index, score), outcomes in zip(chosen, applied, strict=True):
+            if outcomes is None:  # rdchiral could not build this template's outcome: as if it did not match
+                logger.debug("template %d gives %r no outcome (rdchiral error)", index, item)
+                continue
             for outcome in outcomes:
                 entry = totals.setdefault(outcome, [0.0, 0.0, set()])
                 entry[0] += score / len(outcomes)
                 entry[1] += score / len(outcomes) if index >= self.spec.num_templates else 0.0
                 entry[2].add(index)
         ranked = sorted(totals.items(), key=lambda pair: (-pair[1][0], pair[0]))
-        return [CandidateEvidence(smiles, total, general, frozenset(used), self._bits(smiles) if self.analogues else _NO_BITS)
+        return [CandidateEvidence(smiles, total, general, frozenset(used), self.shape(smiles) if self.analogues else None)
                 for smiles, (total, general, used) in ranked]
 
-    def _bits(self, smiles: str) -> np.ndarray:
-        """The fingerprint bits an outcome sets (the encoder's fingerprint, binarised)."""
-        return np.flatnonzero(self.processor.processors[self.modality].fingerprint(smiles))
+    def shape(self, smiles: str) -> MoleculeShape:
+        """What the analogue reranker reads of a molecule (set): the encoder's fingerprint bits (binarised),
+        heavy atoms and rings, from one parse."""
+        mol = parse_smiles(smiles)
+        bits = np.flatnonzero(self.processor.processors[self.modality].fingerprint(mol))
+        return MoleculeShape(bits, mol.GetNumHeavyAtoms(), rdMolDescriptors.CalcNumRings(mol))
 
-    def candidate_features(self, product_fingerprint: torch.Tensor, evidence: list[CandidateEvidence]) -> torch.Tensor:
+    def candidate_features(self, item: str, evidence: list[CandidateEvidence]) -> torch.Tensor:
         """The analogue reranker's features of one product's outcomes (best first by the model's score)."""
-        bits = np.flatnonzero(product_fingerprint.detach().cpu().numpy())
-        return self.analogues.features(bits, evidence, self.spec.analogue_neighbours)
+        return self.analogues.features(self.shape(item), evidence, self.spec.analogue_neighbours)
 
-    def _rerank(self, product_fingerprint: torch.Tensor, evidence: list[CandidateEvidence], top_k: int) -> list[Candidate]:
+    def _rerank(self, item: str, evidence: list[CandidateEvidence], top_k: int) -> list[Candidate]:
         if not evidence:
             return []
-        probabilities = self.analogues.rerank(self.candidate_features(product_fingerprint, evidence)).tolist()
+        probabilities = self.analogues.rerank(self.candidate_features(item, evidence)).tolist()
         ranked = sorted(zip(evidence, probabilities, strict=True), key=lambda pair: (-pair[1], pair[0].smiles))
         return [Candidate(e.smiles, p) for e, p in ranked[:top_k]]

@@ -249,29 +249,49 @@ def build_analogue_index(
     return AnalogueIndex.build(products, reactants, pairs, model.encoder.hidden_size), left_out
 
 
-def fit_analogue_reranker(model: Any, held_out: Sequence[Any], progress: bool = True) -> dict[str, Any]:
+def fit_analogue_reranker(
+    model: Any, held_out: Sequence[Any], progress: bool = True, batch_size: int = 64
+) -> dict[str, Any]:
     """Fit the reranker of ``model``'s analogue index on ``held_out`` mapped reactions (their products'
     outcomes and recorded reactants) and attach the fitted weights; returns what it used and its top-1 before
     and after, on those same reactions."""
     from tasks.metrics.smiles import canonicalize_smiles
-    from zoo.models.analogues import FEATURES, fit_reranker
+    from zoo.models.analogues import FEATURES, fit_reranker, reranker_logits
 
     usable = [r for r in held_out if r.error is None]
     lists, failed = [], Counter()
-    for record in tqdm(usable, desc="fitting the analogue reranker", unit="product", disable=not progress):
-        try:
-            ((fingerprint, evidence),) = model.outcomes([record.product])
-        except (InvalidInputError, ValueError):
-            failed["invalid product"] += 1
-            continue
-        answer = canonicalize_smiles(record.reactants)
-        smiles = [e.smiles for e in evidence]
-        lists.append((model.candidate_features(fingerprint, evidence) if evidence else torch.zeros(0, len(FEATURES)),
-                      smiles.index(answer) if answer in smiles else -1))
-    weights = fit_reranker(lists)
-    model.attach_analogues(model.analogues.with_weights(weights))
+    with tqdm(total=len(usable), desc="fitting the analogue reranker", unit="product", disable=not progress) as bar:
+        for start in range(0, len(usable), batch_size):
+            batch = usable[start : start + batch_size]
+            for record, evidence in zip(batch, _outcomes_isolated(model, [r.product for r in batch]), strict=True):
+                if evidence is None:
+                    failed["invalid product"] += 1
+                    continue
+                answer = canonicalize_smiles(record.reactants)
+                smiles = [e.smiles for e in evidence]
+                lists.append((model.candidate_features(record.product, evidence) if evidence else torch.zeros(0, len(FEATURES)),
+                              smiles.index(answer) if answer in smiles else -1))
+            bar.update(len(batch))
+    reranker = fit_reranker(lists)
+    model.attach_analogues(model.analogues.with_reranker(reranker))
     top1_before = sum(y == 0 for _, y in lists) / max(len(lists), 1)
-    top1_after = sum(y >= 0 and int((x @ weights).argmax()) == y for x, y in lists) / max(len(lists), 1)
+    top1_after = sum(y >= 0 and int(reranker_logits(reranker, x).argmax()) == y for x, y in lists) / max(len(lists), 1)
     return {"held_out": len(usable), "failed": dict(failed), "answer_among_outcomes": sum(y >= 0 for _, y in lists),
-            "weights": dict(zip(FEATURES, (round(w, 4) for w in weights.tolist()), strict=True)),
+            "linear_weights": dict(zip(FEATURES, (round(w, 4) for w in reranker["weights"].tolist()), strict=True)),
             "held_out_top1_before": round(top1_before, 4), "held_out_top1_after": round(top1_after, 4)}
+
+
+def _outcomes_isolated(model: Any, products: list[str]) -> list[Any]:
+    """``model.outcomes`` of a batch of products; when the batch fails, product by product, ``None`` for each
+    product that cannot be read."""
+    try:
+        return model.outcomes(products)
+    except (InvalidInputError, ValueError):
+        found = []
+        for product in products:
+            try:
+                found += model.outcomes([product])
+            except (InvalidInputError, ValueError):
+                found.append(None)
+        return found
+
