@@ -89,8 +89,6 @@ def _build_multimodal_lm(
     spec: MultimodalLMSpec, load_pretrained: bool, saved: Mapping[str, Any] | None, saved_dir: Path | None
 ) -> Any:
     from encoders.text.tokenizers import BUNDLED_PREFIX, load_tokenizer
-    from zoo.models.multimodal_lm import MultimodalLM
-    from zoo.processing import MultimodalProcessor
 
     encoders = {
         m: _encoder(c, f"spec.encoders.{m}", m, load_pretrained) for m, c in sorted(spec.encoders.items())
@@ -105,19 +103,20 @@ def _build_multimodal_lm(
     projector_classes = {
         m: resolve_component("projector", c, f"spec.projectors.{m}") for m, c in sorted(spec.projectors.items())
     }
-    processor = MultimodalProcessor(
+    backbone_cls, backbone_config = resolve_component("backbone", spec.backbone, "spec.backbone")
+    family = backbone_cls.model_family()  # MultimodalLM, or MultimodalSeq2SeqLM for an encoder–decoder
+    processor = family.processor_class(
         tokenizer,
         {m: _processor_for(e, m, saved_dir) for m, e in encoders.items()},
         {m: config for m, (_, config) in projector_classes.items()},
         {m: spec.placeholder(m) for m in encoders},
     )
-    backbone_cls, backbone_config = resolve_component("backbone", spec.backbone, "spec.backbone")
     language_model = backbone_cls.build(backbone_config, vocab_size=len(tokenizer), load_pretrained=load_pretrained)
     width = language_model.get_input_embeddings().embedding_dim
     projectors = {
         m: cls(config, encoders[m].hidden_size, width) for m, (cls, config) in projector_classes.items()
     }
-    return MultimodalLM(spec, encoders, projectors, language_model, processor)
+    return family(spec, encoders, projectors, language_model, processor)
 
 
 def _processor_for(encoder: Any, modality: str, saved_dir: Path | None) -> Any:

@@ -107,12 +107,19 @@ def list_cmd(
 
 
 @app.command("info")
-def info_cmd(name: str = typer.Argument(..., help="a model name from `zoo list`")) -> None:
-    """Show a model's card: description, licence, weights, spec and results."""
+def info_cmd(
+    name: str = typer.Argument(..., help="a model name from `zoo list`, or a transformers checkpoint hf:org/repo[@rev]"),
+) -> None:
+    """Show a model's card: description, licence, weights, spec and results; for ``hf:`` the family and spec the
+    checkpoint's config.json resolves to (only its config, tokenizer and processor files are fetched)."""
     import yaml
 
     from zoo.cards import card
+    from zoo.weights.checkpoint import HF_PREFIX
 
+    if name.startswith(HF_PREFIX):
+        _hf_info(name)
+        return
     c = card(name)
     typer.echo(f"{c.name}: {c.description}\nlicence: {c.license}\ntasks: {', '.join(c.tasks) or '-'}")
     if c.source:
@@ -122,6 +129,18 @@ def info_cmd(name: str = typer.Argument(..., help="a model name from `zoo list`"
     typer.echo("spec:\n" + yaml.safe_dump(c.spec, sort_keys=False).rstrip())
     for r in c.eval_results:
         typer.echo(f"result: {json.dumps(r)}")
+
+
+def _hf_info(name: str) -> None:
+    """``zoo info hf:REF``: the checkpoint's model_type, family, key map and resolved zoo spec."""
+    import yaml
+
+    from zoo.loading import hf_checkpoint_conversion
+
+    _, folder, config, conversion = hf_checkpoint_conversion(name)
+    typer.echo(f"{name}: a transformers checkpoint (model_type {config['model_type']!r}) in {folder}")
+    typer.echo(f"family: {conversion.family}\nweights: safetensors through key map {conversion.key_map!r}")
+    typer.echo("spec:\n" + yaml.safe_dump(conversion.spec, sort_keys=False).rstrip())
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, object]:
@@ -153,7 +172,7 @@ def _list_tasks(value: bool) -> None:
 
 @app.command("eval")
 def eval_cmd(
-    name: str = typer.Argument(..., help="model: a name from `zoo list`, a directory, or hf-hub:org/repo"),
+    name: str = typer.Argument(..., help="model: a name from `zoo list`, a directory, hf-hub:org/repo or hf:org/repo"),
     task: str = typer.Option(..., "--task", "-t", help="a built-in task (see --list-tasks) or a task YAML"),
     data: str = typer.Option(..., "--data", "-d", help="data file or folder the task's reader takes"),
     output_dir: str = typer.Option("runs/eval", "--output-dir", "-o", help="where results.json and report.html go"),
@@ -208,7 +227,7 @@ def _parse_layer_alphas(pairs: list[str]) -> dict[str, float]:
 
 @app.command("merge")
 def merge_cmd(
-    base: str = typer.Argument(..., help="the base model: a name from `zoo list`, a directory, or hf-hub:org/repo"),
+    base: str = typer.Argument(..., help="the base model: a name from `zoo list`, a directory, hf-hub:org/repo or hf:org/repo"),
     finetuned: str = typer.Argument(..., help="a fine-tuned copy of BASE (same forms)"),
     alpha: float = typer.Option(..., "--alpha", "-a", help="weight of FINETUNED in [0, 1]: 0 = BASE, 1 = FINETUNED"),
     layer_alpha: list[str] = typer.Option(
@@ -241,7 +260,7 @@ def _parse_widths(text: str) -> list[int]:
 
 @app.command("finetune")
 def finetune_cmd(
-    name: str = typer.Argument(..., help="model: a name from `zoo list`, a directory, or hf-hub:org/repo"),
+    name: str = typer.Argument(..., help="model: a name from `zoo list`, a directory, hf-hub:org/repo or hf:org/repo"),
     task: str = typer.Option(..., "--task", "-t", help="a built-in task or a task YAML: how rows become examples"),
     data: str = typer.Option(..., "--data", "-d", help="training data file or folder the task's reader takes"),
     stage: Optional[str] = typer.Option(  # noqa: UP045 (typer)

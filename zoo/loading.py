@@ -1,4 +1,5 @@
-"""``zoo.build`` and ``zoo.load``: from a card name, a spec, a local directory or ``hf-hub:org/repo[@rev]``.
+"""``zoo.build`` and ``zoo.load``: from a card name, a spec, a local directory, ``hf-hub:org/repo[@rev]`` (a
+modalzoo save) or ``hf:org/repo[@rev]`` (a transformers checkpoint of a supported family).
 
 This module decides which model to build and which weights go into it; ``zoo.weights`` fetches and verifies
 the files, ``zoo.io`` loads state dicts strictly. A card and a ``config.json`` are untrusted input: their file
@@ -16,10 +17,20 @@ from typing import Any
 
 from tasks.paths import check_relative_name, confined
 from zoo.cards import ModelCard, card
+from zoo.converters.families import Conversion, convert_config
 from zoo.errors import ModelNotFoundError, WeightsError
 from zoo.io import CONFIG_FILE, load_safetensors, load_state_strict, place_model
 from zoo.spec import ModelSpec, SpecError, spec_from_dict
 from zoo.weights import fetch_weights, hub_weight_files, source_state
+from zoo.weights.checkpoint import (
+    HF_PREFIX,
+    HFCheckpoint,
+    checkpoint_state,
+    fetch_checkpoint,
+    parse_hf_reference,
+    read_config,
+    weight_files,
+)
 from zoo.weights.hub import hub_access, hub_file, spec_hub_files
 from zoo.weights.sources import DECLARABLE_DTYPES
 from zoo.weights.verify import check_sha256_field, verify_sha256
@@ -101,8 +112,9 @@ def load(
 
     ``name_or_path`` is a card name (``zoo list``), a parsed :class:`~zoo.cards.ModelCard` (e.g. a card of
     your own, or a shipped one pointed at a local copy), a local directory (or ``local-dir:PATH``) written by
-    ``save_pretrained``, ``hf-hub:org/repo[@revision]``, or a spec whose components name their own
-    pretrained weights (e.g. an open_clip tag). ``weights_dir`` takes a card's weight files from a local
+    ``save_pretrained``, ``hf-hub:org/repo[@revision]``, ``hf:org/repo[@revision]`` or ``hf:DIR`` (a
+    transformers checkpoint, e.g. a LLaVA-1.5, built as the family its config.json ``model_type`` names), or a
+    spec whose components name their own pretrained weights (e.g. an open_clip tag). ``weights_dir`` takes a card's weight files from a local
     folder (checked by sha256) instead of downloading them; files not in it come from their usual sources.
     Weights load strictly: a tensor whose dtype differs from the model's (and from the dtype its card or
     config declares) is an error unless ``allow_dtype_cast``; a card or config that sets
@@ -119,6 +131,8 @@ def load(
         model.card_meta = {}
         return place_model(model, device, dtype)
     name = str(name_or_path)
+    if name.startswith(HF_PREFIX):
+        return _load_hf_checkpoint(name, device, dtype, allow_dtype_cast)
     if name.startswith(HUB_PREFIX):
         repo, _, revision = name[len(HUB_PREFIX) :].partition("@")
         directory = fetch_hub_directory(repo, revision or None)
@@ -168,6 +182,38 @@ def _load_card(
             if source.format == "asset":
                 model.load_asset(source.asset, fetch_weights(source, folder).read_bytes())
     model.card_meta = _card_meta(model_card)
+    return place_model(model, device, dtype)
+
+
+def hf_checkpoint_conversion(name: str, weights: bool = False) -> tuple[HFCheckpoint, Path, dict[str, Any], Conversion]:
+    """What ``hf:REF`` is: the parsed reference, its fetched folder (the weights too with ``weights``), its
+    config.json and the family's :class:`Conversion` of it (a Hub checkpoint pinned to the commit fetched)."""
+    checkpoint = parse_hf_reference(name)
+    folder, commit = fetch_checkpoint(checkpoint, weights)
+    config = read_config(folder, name)
+    return checkpoint, folder, config, convert_config(config, checkpoint.pretrained, commit, name)
+
+
+def _load_hf_checkpoint(name: str, device: Any, dtype: Any, allow_dtype_cast: bool) -> Any:
+    """A transformers checkpoint as the zoo model its family builds, its safetensors loaded strictly through the
+    family's key map. The dtype its config.json declares may be cast to the model's."""
+    import torch
+
+    from zoo.assembly import build_model
+
+    checkpoint, folder, config, conversion = hf_checkpoint_conversion(name, weights=True)
+    spec = spec_from_dict(conversion.spec)
+    with hub_access(spec_hub_files(spec, weights=False), f"cannot load {name}"):
+        model = build_model(spec, load_pretrained=False)
+    wrong = {m: (model.processor.placeholder_ids.get(m), i) for m, i in conversion.placeholder_ids.items()
+             if model.processor.placeholder_ids.get(m) != i}
+    if wrong:
+        raise WeightsError(f"{name}: the tokenizer's placeholder ids {wrong} (ours, the checkpoint's) differ; the "
+                           "checkpoint's tokenizer must hold its placeholder tokens at the ids its config.json names")
+    state = checkpoint_state(weight_files(checkpoint, folder), conversion.key_map, name)
+    declared = {getattr(torch, config[k]) for k in ("torch_dtype", "dtype") if config.get(k) in DECLARABLE_DTYPES}
+    load_state_strict(model, state, f"the weights of {name}", declared, allow_dtype_cast)
+    model.card_meta = {"name": name}
     return place_model(model, device, dtype)
 
 

@@ -1,4 +1,5 @@
-"""The multimodal processor: prompts with placeholders + raw items -> one batch for ``MultimodalLM``.
+"""The multimodal processor: prompts with placeholders + raw items -> one batch for ``MultimodalLM`` (and,
+laid out for an encoder–decoder, ``MultimodalSeq2SeqLM``).
 
 Each placeholder (``<image>``, ``<molecule>``, ...) is expanded to exactly as many placeholder tokens as the
 item will produce after encoder and projector. That count comes from the same config objects the model was
@@ -163,6 +164,19 @@ class MultimodalProcessor:
                 )
         return ids
 
+    def _answer_ids(self, target: str) -> list[int]:
+        return [*self.tokenizer(target, add_special_tokens=False)["input_ids"], self.tokenizer.eos_token_id]
+
+    def _layout(self, prompt_ids: list[int], answer_ids: list[int] | None) -> tuple[list[int], list[int] | None]:
+        """One sample's model input and labels: a causal LM reads the answer after the prompt and is trained
+        on the answer tokens only."""
+        if answer_ids is None:
+            return prompt_ids, None
+        return prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+
+    def _padding_side(self, requested: str) -> str:
+        return requested
+
     def __call__(
         self,
         prompts: Sequence[str],
@@ -170,7 +184,7 @@ class MultimodalProcessor:
         targets: Sequence[str] | None = None,
         padding_side: str = "left",
     ) -> MultimodalBatch:
-        """Tokenize ``prompts`` (with ``targets`` appended for training), expanding placeholders.
+        """Tokenize ``prompts`` (with ``targets`` as the answers to train on or score), expanding placeholders.
 
         ``items[modality][i]`` is the list of raw items for prompt ``i``, in the order their placeholders
         appear. With ``targets``, ``labels`` mark only the answer tokens (and EOS); the rest is -100.
@@ -184,34 +198,44 @@ class MultimodalProcessor:
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         modality_inputs, counts = self._process_items(items or {}, len(prompts))
-        sequences, label_rows = [], []
-        for i, prompt in enumerate(prompts):
-            ids = self._prompt_ids(i, prompt, counts)
-            labels = [IGNORE_INDEX] * len(ids)
-            if targets is not None:
-                answer = self.tokenizer(targets[i], add_special_tokens=False)["input_ids"]
-                answer.append(self.tokenizer.eos_token_id)
-                ids, labels = ids + answer, labels + answer
-            sequences.append(ids)
-            label_rows.append(labels)
-        width = max(len(s) for s in sequences)
-        pad = self.tokenizer.pad_token_id
+        rows = [
+            self._layout(self._prompt_ids(i, prompt, counts), None if targets is None else self._answer_ids(targets[i]))
+            for i, prompt in enumerate(prompts)
+        ]
+        side = self._padding_side(padding_side)
 
-        def padded(row: list[int], value: int) -> list[int]:
-            fill = [value] * (width - len(row))
-            return fill + row if padding_side == "left" else row + fill
+        def padded(lines: list[list[int]], value: int) -> torch.Tensor:
+            width = max(len(line) for line in lines)
+            fill = [[value] * (width - len(line)) for line in lines]
+            return torch.tensor([f + line if side == "left" else line + f for line, f in zip(lines, fill, strict=True)],
+                                dtype=torch.long)
 
+        sequences = [ids for ids, _ in rows]
         batch = MultimodalBatch(
-            input_ids=torch.tensor([padded(s, pad) for s in sequences], dtype=torch.long),
-            attention_mask=torch.tensor([padded([1] * len(s), 0) for s in sequences], dtype=torch.long),
+            input_ids=padded(sequences, self.tokenizer.pad_token_id),
+            attention_mask=padded([[1] * len(s) for s in sequences], 0),
             modality_inputs=modality_inputs,
         )
         if targets is not None:
-            batch["labels"] = torch.tensor([padded(r, IGNORE_INDEX) for r in label_rows], dtype=torch.long)
+            batch["labels"] = padded([labels for _, labels in rows], IGNORE_INDEX)
         return batch
 
     def batch_decode(self, token_ids: Any) -> list[str]:
         return [t.strip() for t in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+
+
+class Seq2SeqProcessor(MultimodalProcessor):
+    """The processor of an encoder–decoder (``MultimodalSeq2SeqLM``): the prompt, placeholders expanded as for a
+    causal LM and ended by EOS as T5 and BART tokenizers end an input, is the encoder's input; the answer (and
+    EOS) is the decoder's ``labels``, padded with -100. The encoder input is always right-padded, whatever
+    ``padding_side`` asks: the encoder reads it whole, so generation needs no left padding, and right padding
+    keeps absolute positions (BART's) where the model learned them."""
+
+    def _layout(self, prompt_ids: list[int], answer_ids: list[int] | None) -> tuple[list[int], list[int] | None]:
+        return [*prompt_ids, self.tokenizer.eos_token_id], answer_ids
+
+    def _padding_side(self, requested: str) -> str:
+        return "right"
 
 
 class ProcessorSet:

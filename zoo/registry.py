@@ -13,7 +13,7 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
 
-KINDS: tuple[str, ...] = ("encoder", "projector", "backbone", "task", "metric", "key_map")
+KINDS: tuple[str, ...] = ("encoder", "projector", "backbone", "task", "metric", "key_map", "family")
 PLUGIN_GROUP = "modalzoo.plugins"
 
 BUILTINS: dict[str, dict[str, str]] = {
@@ -46,6 +46,7 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "backbone": {
         "hf-causal-lm": "zoo.backbones:HFCausalLM",
+        "hf-seq2seq-lm": "zoo.backbones:HFSeq2SeqLM",
     },
     "task": {},
     "metric": {},
@@ -56,6 +57,11 @@ BUILTINS: dict[str, dict[str, str]] = {
         "pretrain-gnns": "encoders.molecule.pretrained:pretrain_gnns_key_map",
         "molformer": "encoders.smiles.molformer:molformer_key_map",
         "llava": "zoo.converters.llava:llava_key_map",
+    },
+    # transformers checkpoints loadable as ``hf:org/repo``: config.json ``model_type`` -> the builder that turns
+    # that config into a zoo spec and a key map (zoo.converters.families)
+    "family": {
+        "llava": "zoo.converters.llava:llava_family",
     },
 }
 

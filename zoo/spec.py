@@ -103,7 +103,8 @@ def _components(data: Any, where: str) -> dict[str, ComponentSpec]:
 
 @dataclass(frozen=True)
 class MultimodalLMSpec:
-    """Encoders -> projectors -> a causal LM; one placeholder token per modality in the prompt."""
+    """Encoders -> projectors -> a language model (causal, or encoder–decoder with ``hf-seq2seq-lm``); one
+    placeholder token per modality in the prompt."""
 
     encoders: dict[str, ComponentSpec]
     projectors: dict[str, ComponentSpec]

@@ -12,7 +12,8 @@ layouts, both accepted:
   ``vision_model.`` level).
 
 Every key must match one rule; anything else is an error listing it, so a different architecture never
-half-loads.
+half-loads. :func:`llava_family` is the ``llava`` model family: a checkpoint's config.json as a zoo spec
+(``zoo.load("hf:org/repo")``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from zoo.converters.families import Conversion
+from zoo.spec import SpecError
 
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), target)
@@ -50,3 +54,57 @@ def llava_key_map(state_dict: Mapping[str, Any]) -> dict[str, str]:
             f"{', '.join(sorted(unknown)[:10])}"
         )
     return renames
+
+
+# The Llama fields a llava-1.5 spec writes out, with LlamaConfig's defaults: transformers saves only the values
+# that differ from them, so a checkpoint's ``text_config`` may omit any of these.
+_LLAMA_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": None, "hidden_act": "silu", "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": False,
+}
+
+
+def llava_family(config: Mapping[str, Any], pretrained: str, revision: str | None) -> Conversion:
+    """The zoo spec of a ``LlavaForConditionalGeneration`` checkpoint (LLaVA-1.5 with a Llama LM), as the
+    ``llava-1.5-7b`` card writes it: the checkpoint's CLIP tower, ``mlp`` depth 2, the Llama config spelled
+    out, the checkpoint's tokenizer; its weights load through :func:`llava_key_map`."""
+    where = f"{pretrained} config.json"
+    text = _mapping(config.get("text_config", {}), f"{where} text_config")
+    if text.get("model_type", "llama") != "llama":
+        raise SpecError(f"{where}: a LLaVA with a {text['model_type']!r} language model is not supported; the llava "
+                        "family converts LLaVA-1.5 checkpoints, whose language model is a Llama")
+    if config.get("multimodal_projector_bias", True) is not True:
+        raise SpecError(f"{where}: multimodal_projector_bias false is not supported; the mlp projector has biases")
+    layer = config.get("vision_feature_layer", -2)
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise SpecError(f"{where}: vision_feature_layer must be one layer index (an int), got {layer!r}")
+    llama = {key: text.get(key, default) for key, default in _LLAMA_DEFAULTS.items()}
+    if "rope_theta" not in text and isinstance(text.get("rope_parameters"), Mapping):  # as transformers 5 saves it
+        llama["rope_theta"] = text["rope_parameters"].get("rope_theta", _LLAMA_DEFAULTS["rope_theta"])
+    if llama["num_key_value_heads"] is None:
+        llama["num_key_value_heads"] = llama["num_attention_heads"]
+    pinned = {"revision": revision} if revision else {}
+    spec = {
+        "type": "multimodal-lm",
+        "seed": 0,
+        "encoders": {"image": {"type": "hf-vision", "config": {
+            "pretrained": pretrained, **pinned, "vision_feature_layer": layer,
+            "feature_select_strategy": config.get("vision_feature_select_strategy", "default"),
+        }}},
+        "projectors": {"image": {"type": "mlp", "config": {
+            "depth": 2, "activation": config.get("projector_hidden_act", "gelu"),
+        }}},
+        "backbone": {"type": "hf-causal-lm", "config": {"model_config": {"model_type": "llama", **llama}}},
+        "tokenizer": {"type": "pretrained", "path": pretrained, **pinned},
+    }
+    image_token = config.get("image_token_index", config.get("image_token_id"))
+    if isinstance(image_token, bool) or not isinstance(image_token, int):
+        raise SpecError(f"{where}: image_token_index must be the <image> token id (an int), got {image_token!r}")
+    return Conversion("llava", spec, "llava", {"image": image_token})
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{where} must be a mapping, got {type(value).__name__}")
+    return value

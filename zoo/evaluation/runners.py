@@ -52,7 +52,8 @@ def _record(outcome: Outcome, failed: dict[int, str], stage: str) -> None:
 
 
 def run_generate(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
-    """Batched generation with left padding; ``num_return_sequences > 1`` gives a ranked list per row."""
+    """Batched generation (left padding for a causal LM; an encoder–decoder's processor pads right);
+    ``num_return_sequences > 1`` gives a ranked list per row."""
     outcome = Outcome()
     settings = {"do_sample": False, "max_new_tokens": 32, **task.generation}
     per_row = int(settings.get("num_return_sequences", 1))
@@ -141,10 +142,10 @@ def run_property(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: 
 
 
 def answer_log_likelihoods(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of log-probabilities of the answer tokens of each row, and how many answer tokens it has."""
-    labels = batch["labels"]
-    logits = model(**batch).logits[:, :-1].float()
-    targets = labels[:, 1:]
+    """Sum of log-probabilities of the answer tokens of each row, and how many answer tokens it has; the model
+    pairs its logits with the labels they score (``answer_logits``: shifted for a causal LM, not for a seq2seq)."""
+    logits, targets = model.answer_logits(batch)
+    logits = logits.float()
     mask = targets != -100
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return (logprobs * mask).sum(-1), mask.sum(-1)

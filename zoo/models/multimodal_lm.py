@@ -20,6 +20,9 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 class MultimodalLM(PretrainedMixin, nn.Module):
     """A LLaVA-style model over any number of modalities, several items per prompt."""
 
+    processor_class: type[MultimodalProcessor] = MultimodalProcessor  # lays out prompt and answer for this family
+    lora_task_type = "CAUSAL_LM"  # peft's name for this kind of language model
+
     def __init__(
         self,
         spec: Any,
@@ -102,6 +105,16 @@ class MultimodalLM(PretrainedMixin, nn.Module):
             **lm_kwargs,
         )
 
+    def label_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """The labels the logits score, position by position: a causal LM's logits at ``t`` predict token
+        ``t + 1``, so the first label is never scored."""
+        return labels[:, 1:]
+
+    def answer_logits(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the labels they score, aligned (``logits[:, t]`` scores ``targets[:, t]``, -100 off the
+        answer), for a batch built with ``targets``: what answer log-likelihoods are computed from."""
+        return self(**batch).logits[:, :-1], self.label_targets(batch["labels"])
+
     @torch.no_grad()
     def generate(
         self,
@@ -125,7 +138,7 @@ class MultimodalLM(PretrainedMixin, nn.Module):
         items: Mapping[str, Sequence[Sequence[Any]]] | None = None,
         **generate_kwargs: Any,
     ) -> list[str] | list[list[str]]:
-        """Prompts + raw items -> generated strings, batched with left padding.
+        """Prompts + raw items -> generated strings, batched (left padded for a causal LM).
 
         Returns one string per prompt, in prompt order. With ``num_return_sequences=k`` > 1 (e.g. with
         ``num_beams=k``) it returns one list of ``k`` strings per prompt instead, ``out[i]`` holding the

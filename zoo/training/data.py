@@ -1,8 +1,9 @@
 """Training data: task rows -> examples (bad rows kept aside, with their reason) -> a seeded batch plan -> batches.
 
 A ``MultimodalLM`` example is the task's prompt (formatted exactly as the evaluation runners do) with the
-row's reference as the answer; a ``DualEncoder`` example is an (item, caption) pair; a ``Predictor`` example is
-an item and its labels (NaN where missing). A task with a ``split`` trains on its train part only. Every row is processed
+row's reference as the answer (after the prompt for a causal LM, the decoder's labels for an encoder–decoder);
+a ``DualEncoder`` example is an (item, caption) pair; a ``Predictor`` example is an item and its labels (NaN
+where missing). A task with a ``split`` trains on its train part only. Every row is processed
 once up front, so a row that cannot be used (unreadable, a missing field, an item the processor rejects) is
 reported before training starts instead of failing a batch later; the same pass measures each example's
 length for length grouping and packing, and its answer tokens for the loss normalisation.
@@ -32,7 +33,7 @@ from zoo.evaluation.batching import build_isolating, chunks
 from zoo.evaluation.fields import item_checker
 from zoo.processing import IGNORE_INDEX
 from zoo.training.config import TrainingError
-from zoo.training.stages import is_dual_encoder, is_predictor
+from zoo.training.stages import is_dual_encoder, is_predictor, is_seq2seq_lm
 
 MEGABATCH_FACTOR = 50  # length grouping sorts within windows of 50 batches (as transformers' LengthGroupedSampler)
 
@@ -142,7 +143,7 @@ def _measure(model: Any, examples: Sequence[Example]) -> list[Example]:
         [e.prompt for e in examples], _items(examples), targets=[e.target for e in examples], padding_side="right"
     )
     lengths = batch["attention_mask"].sum(1).tolist()
-    answers = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(1).tolist()
+    answers = (model.label_targets(batch["labels"]) != IGNORE_INDEX).sum(1).tolist()
     return [replace(e, length=int(n), label_tokens=int(a)) for e, n, a in zip(examples, lengths, answers, strict=True)]
 
 
@@ -282,6 +283,18 @@ class LMCollator:
         }
 
 
+class Seq2SeqCollator(LMCollator):
+    """Examples -> one ``MultimodalSeq2SeqLM`` training batch: the prompts (right padded) for the encoder, the
+    answers as the decoder's labels. Never packed: the encoder would attend across the packed examples."""
+
+    def __init__(self, processor: Any) -> None:
+        super().__init__(processor, packed=False)
+
+    def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
+        batch = self._process(examples)
+        return {key: batch[key] for key in ("input_ids", "attention_mask", "labels", "modality_inputs")}
+
+
 class PairCollator:
     """Examples -> ``DualEncoder`` inputs: the items of one modality and their captions."""
 
@@ -327,6 +340,8 @@ def make_collator(model: Any, config: Any) -> Any:
         return PropertyCollator(model.processor, model.modality)
     if is_dual_encoder(model):
         return PairCollator(model.processor)
+    if is_seq2seq_lm(model):
+        return Seq2SeqCollator(model.processor)
     return LMCollator(model.processor, packed=config.batching == "packed")
 
 

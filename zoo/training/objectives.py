@@ -4,6 +4,8 @@ one forward that computes the loss.
 - :class:`CausalLMObjective` returns the SUM of next-token cross-entropies over the answer tokens; the loop
   divides by the number of answer tokens in the whole optimizer step (all processes, all accumulated
   micro-batches), so the loss and its gradient do not depend on how the step is split.
+- :class:`Seq2SeqLMObjective` is the same sum for a ``MultimodalSeq2SeqLM``, whose decoder scores the answer
+  tokens with no shift.
 - :class:`ContrastiveObjective` is ``DualEncoder.forward``'s symmetric InfoNCE over the GLOBAL batch: under
   several processes the embeddings are all-gathered with gradient (``torch.distributed.nn.functional``), so
   every process sees the same negatives as one process would.
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.processing import IGNORE_INDEX
-from zoo.training.stages import is_dual_encoder, is_predictor
+from zoo.training.stages import is_dual_encoder, is_predictor, is_seq2seq_lm
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -50,6 +52,24 @@ class CausalLMObjective(nn.Module):
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         )
         return token_loss_sum(output.logits, labels)
+
+
+class Seq2SeqLMObjective(nn.Module):
+    """A ``MultimodalSeq2SeqLM``'s summed answer-token cross-entropy (``answer_loss_sum``), normalised by the loop
+    as a causal LM's."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        modality_inputs: Mapping[str, Any],
+    ) -> torch.Tensor:
+        return self.model.answer_loss_sum(input_ids, attention_mask, labels, modality_inputs)
 
 
 def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -105,4 +125,6 @@ class PropertyObjective(nn.Module):
 def make_objective(model: nn.Module) -> nn.Module:
     if is_predictor(model):
         return PropertyObjective(model)
+    if is_seq2seq_lm(model):
+        return Seq2SeqLMObjective(model)
     return ContrastiveObjective(model) if is_dual_encoder(model) else CausalLMObjective(model)

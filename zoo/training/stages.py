@@ -2,7 +2,8 @@
 
 - ``align``: the projectors only (encoders and LLM frozen: InstructMol / PRESTO stage 1). For a
   ``DualEncoder``: the projection heads and ``logit_scale`` (SAIL-style alignment of two frozen towers).
-- ``instruct``: the projectors plus LoRA adapters on ``model.language_model`` (peft).
+- ``instruct``: the projectors plus LoRA adapters on ``model.language_model`` (peft; a causal LM or an
+  encoder–decoder, as ``model.lora_task_type`` says).
 - ``head``: a ``Predictor``'s property head only (the encoder frozen: a linear probe when the head is linear).
 - ``full``: every parameter.
 
@@ -25,6 +26,12 @@ from zoo.training.config import TrainingConfig, TrainingError
 
 def is_multimodal_lm(model: nn.Module) -> bool:
     return hasattr(model, "language_model") and hasattr(model, "projectors")
+
+
+def is_seq2seq_lm(model: nn.Module) -> bool:
+    """A ``MultimodalLM`` on an encoder–decoder (``hf-seq2seq-lm``): its answer is the decoder's labels, not
+    tokens after the prompt, so it trains with its own collator and objective and cannot be packed."""
+    return is_multimodal_lm(model) and bool(getattr(model.language_model.config, "is_encoder_decoder", False))
 
 
 def is_dual_encoder(model: nn.Module) -> bool:
@@ -161,7 +168,7 @@ def add_lora(model: nn.Module, config: TrainingConfig) -> None:
         lora_dropout=config.lora_dropout,
         target_modules=config.lora_target_modules,
         bias="none",
-        task_type="CAUSAL_LM",
+        task_type=model.lora_task_type,
     )
     try:
         with warnings.catch_warnings():  # peft reads a deprecated transformers property

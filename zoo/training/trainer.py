@@ -56,6 +56,7 @@ from zoo.training.stages import (
     encoders_of,
     is_dual_encoder,
     is_predictor,
+    is_seq2seq_lm,
     merge_lora,
     set_train_mode,
 )
@@ -234,6 +235,9 @@ class Trainer:
         if config.batching != "padded" and (is_dual_encoder(model) or is_predictor(model)):
             raise TrainingError(f"batching={config.batching!r} is for MultimodalLM; a {type(model).__name__} batch is "
                                 "fixed-size (use 'padded')")
+        if config.batching == "packed" and is_seq2seq_lm(model):
+            raise TrainingError("batching='packed' is for causal LMs; an encoder–decoder would attend across the packed "
+                                "examples (use 'padded' or 'length-grouped')")
         if is_predictor(model):  # a regression head standardises with the training labels' mean and std
             model.set_target_scale(torch.tensor([e.labels for e in self.data.examples], dtype=torch.float64))
         per_step = config.batch_size * config.grad_accum
