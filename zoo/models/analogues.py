@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,6 +98,7 @@ class AnalogueIndex:
         self.reactant_bits = tensors["reactant_bits"].numpy().astype(np.int64)
         self.templates = tensors["templates"].numpy()
         self.reranker = {name: tensors[name].float() for name in RERANKER}
+        self._reranker_arrays = {name: t.numpy() for name, t in self.reranker.items()}  # ranking runs in numpy
 
     @classmethod
     def build(
@@ -201,14 +203,20 @@ class AnalogueIndex:
             ])  # fmt: skip
         return torch.tensor(rows, dtype=torch.float32).reshape(len(candidates), len(FEATURES))
 
-    def rerank(self, features: torch.Tensor) -> torch.Tensor:
-        """Each candidate's reranked probability among its product's candidates."""
-        return reranker_logits(self.reranker, features).softmax(0)
+    def rerank(self, features: torch.Tensor) -> np.ndarray:
+        """Each candidate's reranked probability among its product's candidates. Computed in numpy: a few small
+        products per product, where torch's per-call overhead (and its threads waking beside the template workers)
+        would cost more than the arithmetic."""
+        logits = reranker_logits(self._reranker_arrays, features.numpy())
+        weights = np.exp(logits - logits.max())
+        return weights / weights.sum()
 
 
-def reranker_logits(reranker: dict[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
-    """The reranker's score of each candidate (``features [..., F]`` -> ``[...]``): linear plus a tanh layer."""
-    hidden = torch.tanh(features @ reranker["hidden_weight"].T + reranker["hidden_bias"])
+def reranker_logits(reranker: dict[str, Any], features: Any) -> Any:
+    """The reranker's score of each candidate (``features [..., F]`` -> ``[...]``): linear plus a tanh layer; torch
+    tensors (fitting) or numpy arrays (ranking) alike."""
+    tanh = np.tanh if isinstance(features, np.ndarray) else torch.tanh
+    hidden = tanh(features @ reranker["hidden_weight"].T + reranker["hidden_bias"])
     return features @ reranker["weights"] + hidden @ reranker["output_weight"]
 
 
