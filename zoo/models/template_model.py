@@ -54,8 +54,8 @@ class TemplateModel(EncoderModel):
         self.library: Any = None
         self.general_library: Any = None
         self.analogues: Any = None
+        # processes that apply templates at prediction (1: this one); every core this process may use by default
         self.workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        """Processes that apply templates at prediction (1: this one); every core this process may use by default."""
 
     def forward(self, **inputs: Any) -> torch.Tensor:  # type: ignore[override]  (logits, not features)
         return self.head(self.run_encoder(self.encoder, inputs).pooled)

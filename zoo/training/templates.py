@@ -255,22 +255,23 @@ def fit_analogue_reranker(
     """Fit the reranker of ``model``'s analogue index on ``held_out`` mapped reactions (their products'
     outcomes and recorded reactants) and attach the fitted weights; returns what it used and its top-1 before
     and after, on those same reactions."""
+    from tasks.data.manifest import Row
     from tasks.metrics.smiles import canonicalize_smiles
+    from zoo.evaluation.batching import build_isolating, chunks
     from zoo.models.analogues import FEATURES, fit_reranker, reranker_logits
 
     usable = [r for r in held_out if r.error is None]
     lists, failed = [], Counter()
     with tqdm(total=len(usable), desc="fitting the analogue reranker", unit="product", disable=not progress) as bar:
-        for start in range(0, len(usable), batch_size):
-            batch = usable[start : start + batch_size]
-            for record, evidence in zip(batch, _outcomes_isolated(model, [r.product for r in batch]), strict=True):
-                if evidence is None:
-                    failed["invalid product"] += 1
-                    continue
-                answer = canonicalize_smiles(record.reactants)
+        for batch in chunks([Row(i, {"record": r}) for i, r in enumerate(usable)], batch_size):
+            found, good, failures = build_isolating(batch, lambda rows: model.outcomes([r.fields["record"].product for r in rows]))
+            if failures:
+                failed["invalid product"] += len(failures)
+            for row, evidence in zip(good, found or [], strict=True):
+                answer = canonicalize_smiles(row.fields["record"].reactants)
                 smiles = [e.smiles for e in evidence]
-                lists.append((model.candidate_features(record.product, evidence) if evidence else torch.zeros(0, len(FEATURES)),
-                              smiles.index(answer) if answer in smiles else -1))
+                lists.append((model.candidate_features(row.fields["record"].product, evidence) if evidence
+                              else torch.zeros(0, len(FEATURES)), smiles.index(answer) if answer in smiles else -1))
             bar.update(len(batch))
     reranker = fit_reranker(lists)
     model.attach_analogues(model.analogues.with_reranker(reranker))
@@ -279,19 +280,4 @@ def fit_analogue_reranker(
     return {"held_out": len(usable), "failed": dict(failed), "answer_among_outcomes": sum(y >= 0 for _, y in lists),
             "linear_weights": dict(zip(FEATURES, (round(w, 4) for w in reranker["weights"].tolist()), strict=True)),
             "held_out_top1_before": round(top1_before, 4), "held_out_top1_after": round(top1_after, 4)}
-
-
-def _outcomes_isolated(model: Any, products: list[str]) -> list[Any]:
-    """``model.outcomes`` of a batch of products; when the batch fails, product by product, ``None`` for each
-    product that cannot be read."""
-    try:
-        return model.outcomes(products)
-    except (InvalidInputError, ValueError):
-        found = []
-        for product in products:
-            try:
-                found += model.outcomes([product])
-            except (InvalidInputError, ValueError):
-                found.append(None)
-        return found
 
