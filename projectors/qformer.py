@@ -9,6 +9,12 @@ SALMONN: 1), and the query feed-forward (``intermediate_query``/``output_query``
 ``Linear`` to the backbone width (BLIP-2's ``language_projection``). The layers are written here in plain
 torch, not taken from ``transformers``' ``Blip2QFormerModel``, so padded encoder tokens are masked with the
 same attention helper as the other projectors; parameter names are ours, not LAVIS checkpoint keys.
+
+The math is that of transformers' ``Blip2QFormerModel`` too (queries only: LayerNorm eps 1e-12, exact GELU,
+cross-attention on layers ``i % cross_attention_frequency == 0``), so transformers' BLIP-2 checkpoints map onto
+it by renaming (``zoo.converters.blip2``). Two fields match that layout without changing the default: there the
+encoder-token LayerNorm is the vision tower's own ``post_layernorm`` (``input_norm: false``), and the learned
+queries are stored as ``[1, num_queries, hidden_size]`` (``batched_queries: true``).
 """
 
 from __future__ import annotations
@@ -48,7 +54,14 @@ def _check_qformer_fields(config: Any, projector: str) -> None:
 
 @dataclass(frozen=True)
 class QFormerConfig(ProjectorConfig):
-    """BLIP-2's defaults: 32 queries, a BERT-base sized Q-Former, cross-attention every 2nd layer."""
+    """BLIP-2's defaults: 32 queries, a BERT-base sized Q-Former, cross-attention every 2nd layer.
+
+    ``input_norm: false`` feeds the encoder tokens to the Q-Former as they come, for a tower that already ends
+    in BLIP-2's ``ln_vision`` (transformers' ``Blip2VisionModel`` after its ``post_layernorm``).
+    ``batched_queries: true`` stores the learned queries as ``[1, num_queries, hidden_size]``, the shape
+    transformers' BLIP-2 checkpoints hold; the default ``[num_queries, hidden_size]`` keeps saved zoo models
+    loading. Neither changes anything else.
+    """
 
     num_queries: int = 32
     num_layers: int = 12
@@ -57,6 +70,8 @@ class QFormerConfig(ProjectorConfig):
     intermediate_size: int = 3072
     cross_attention_every: int = 2
     dropout: float = 0.1
+    input_norm: bool = True
+    batched_queries: bool = False
 
     def __post_init__(self) -> None:
         if self.num_queries < 1:
@@ -166,13 +181,19 @@ class QFormerLayer(nn.Module):
 
 
 class QFormer(nn.Module):
-    """Learned queries read ``context [B, N, encoder_width]`` (masked) -> ``[B, num_queries, hidden_size]``."""
+    """Learned queries read ``context [B, N, encoder_width]`` (masked) -> ``[B, num_queries, hidden_size]``;
+    ``batched_queries`` stores them with a leading axis of 1 (transformers' layout), same values."""
 
     def __init__(
-        self, config: QFormerConfig | WindowQFormerConfig, encoder_width: int, num_queries: int
+        self,
+        config: QFormerConfig | WindowQFormerConfig,
+        encoder_width: int,
+        num_queries: int,
+        batched_queries: bool = False,
     ) -> None:
         super().__init__()
-        self.query_tokens = nn.Parameter(torch.empty(num_queries, config.hidden_size))
+        shape = (1, num_queries, config.hidden_size) if batched_queries else (num_queries, config.hidden_size)
+        self.query_tokens = nn.Parameter(torch.empty(shape))
         self.norm = nn.LayerNorm(config.hidden_size, eps=_BERT_LN_EPS)
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(
@@ -210,8 +231,8 @@ class QFormerProjector(Projector):
 
     def __init__(self, config: QFormerConfig, in_dim: int, out_dim: int) -> None:
         super().__init__(config, in_dim, out_dim)
-        self.input_norm = nn.LayerNorm(in_dim)
-        self.qformer = QFormer(config, in_dim, config.num_queries)
+        self.input_norm = nn.LayerNorm(in_dim) if config.input_norm else nn.Identity()
+        self.qformer = QFormer(config, in_dim, config.num_queries, config.batched_queries)
         self.language_projection = nn.Linear(config.hidden_size, out_dim)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ from encoders.audio.batching import load_clips
 from encoders.audio.clap import ClapAudioEncoder, ClapAudioEncoderConfig
 from encoders.audio.codec import CodecTokenEncoder, CodecTokenEncoderConfig
 from encoders.audio.crop import CropPolicy
-from encoders.audio.features import FbankConfig, LogMelConfig, front_end_config
+from encoders.audio.features import FbankConfig, LogFrequencyConfig, LogMelConfig, front_end_config
 from encoders.audio.io import MAX_CACHED_KERNEL_PHASES, _resampler, load_audio
 from encoders.audio.spectrogram_transformer import SpectrogramTransformerConfig, SpectrogramTransformerEncoder
 from encoders.audio.whisper import WhisperAudioEncoder, WhisperAudioEncoderConfig
@@ -220,8 +220,9 @@ def test_silence_is_accepted_when_allowed():
 @pytest.mark.parametrize(
     "front_end",
     [LogMelConfig(n_mels=16), LogMelConfig(n_mels=16, center=False), FbankConfig(num_mel_bins=16),
-     FbankConfig(num_mel_bins=16, snip_edges=False)],
-    ids=["log-mel", "log-mel-uncentered", "fbank", "fbank-unsnipped"],
+     FbankConfig(num_mel_bins=16, snip_edges=False), LogFrequencyConfig(n_bins=16),
+     LogFrequencyConfig(n_bins=16, center=False)],
+    ids=["log-mel", "log-mel-uncentered", "fbank", "fbank-unsnipped", "log-frequency", "log-frequency-uncentered"],
 )
 @settings(max_examples=25, deadline=None)
 @given(offset=st.integers(0, 2000))
@@ -232,6 +233,34 @@ def test_front_end_frame_count_is_exact(front_end, offset):
     assert torch.isfinite(feats).all()
     with pytest.raises(ValueError, match="at least"):
         front_end.num_frames(front_end.min_samples - 1)
+
+
+@pytest.mark.parametrize("base_hz", [440.0, 660.0])
+def test_on_the_log_frequency_axis_an_octave_is_a_shift_of_the_same_pattern(base_hz):
+    front_end = LogFrequencyConfig(n_bins=71, f_min=100.0, f_max=6400.0)  # 72 steps over 6 octaves: 12 per octave
+    t = torch.arange(16000, dtype=torch.float64) / 16000
+
+    def harmonic_stack(f0):  # four partials at 1 / h, as the procedural chimes are made
+        return sum(torch.sin(2 * torch.pi * h * f0 * t) / h for h in range(1, 5)).float()
+
+    low, high = (front_end(harmonic_stack(f))[20] for f in (base_hz, 2 * base_hz))
+    shift = 12
+    assert int(high.argmax()) - int(low.argmax()) == shift
+    # the four partials are the same four peaks, moved up by the shift, with the same levels
+    def peaks(energies):
+        inner = torch.arange(1, len(energies) - 1)
+        is_peak = (energies[inner] > energies[inner - 1]) & (energies[inner] > energies[inner + 1])
+        return inner[is_peak & (energies[inner] > energies.max() - 6)]
+
+    assert len(peaks(low)) == 4 and torch.equal(peaks(low) + shift, peaks(high))
+    assert torch.allclose(low[peaks(low)], high[peaks(high)], atol=0.2)
+
+
+def test_log_frequency_refuses_a_range_outside_the_band():
+    with pytest.raises(ValueError, match="0 < f_min < f_max <= sample_rate / 2"):
+        LogFrequencyConfig(f_min=100.0, f_max=9000.0)
+    with pytest.raises(ValueError, match="0 < f_min"):
+        front_end_config({"type": "log-frequency", "f_min": 0.0})
 
 
 def test_front_end_configs_round_trip_through_plain_dicts():

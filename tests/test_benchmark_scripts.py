@@ -104,3 +104,28 @@ def test_audio_lm_baselines_put_the_prior_beside_a_models_results(tmp_path: Path
     assert float(table["all"][1]) == pytest.approx(expected, abs=1e-4)
     assert next(line for line in lines if line.startswith("  first ")).endswith(repr(prior["first"]))
     assert lines[-1].startswith("constant caption (most common training caption): bleu4 "), result.stdout
+
+
+def test_family_overhead_benchmark_prints_both_calls_of_every_family() -> None:
+    """Each registered family (and t5, through a spec without one) gives a forward and a generate line on which
+    the zoo computed what transformers computed; the others are skipped by name."""
+    from zoo import registry
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "family_overhead.py"), "--quick"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    registered = registry.names("family")
+    for family in ("llava", "llava_next", "blip-2", "instructblip", "qwen2_audio", "t5"):
+        if family not in registered and family != "t5":
+            assert f"{family}: skipped: no {family!r} family is registered yet" in lines, result.stdout
+            continue
+        forward = [line for line in lines if line.startswith(f"{family} forward ")]
+        generate = [line for line in lines if line.startswith(f"{family} generate 2 ")]
+        assert len(forward) == len(generate) == 1, f"{family} lines missing from:\n{result.stdout}"
+        assert all(float(cell) > 0 for cell in forward[0].split()[2:10]), forward[0]  # times, MiB and ratios
+        assert float(forward[0].split("max|dlogit|")[1]) < 1e-4, forward[0]
+        assert generate[0].endswith("same tokens: True"), generate[0]
+    assert lines[-1].startswith("target: zoo / reference <= 1.05"), result.stdout

@@ -5,6 +5,7 @@ sharded safetensors) stands in for a Hub repo; nothing is downloaded."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -20,7 +21,7 @@ from tests.helpers import image
 from tests.test_offline import FAST_S, empty_hub_cache, hf_hub_offline  # noqa: F401 (fixtures)
 from tests.test_public_cards import tiny_llava  # noqa: F401 (fixture)
 from zoo.cli import app
-from zoo.converters.families import convert_config
+from zoo.converters.families import convert_config, supported_model_types
 from zoo.errors import HubOfflineError, UnsafePathError
 from zoo.spec import SpecError
 from zoo.weights.checkpoint import INDEX
@@ -92,10 +93,12 @@ def test_an_unsupported_model_type_lists_the_supported_ones(tmp_path):
     from transformers import BertConfig
 
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
-    with pytest.raises(SpecError, match="model_type 'bert'.*supported model types: llava"):
+    listed = f"supported model types: {', '.join(supported_model_types())}. "
+    assert {"llava", "llava_next", "qwen2_audio", "t5"} <= set(supported_model_types())
+    with pytest.raises(SpecError, match=f"model_type 'bert'.*{re.escape(listed)}"):
         zoo.load(f"hf:{tmp_path}")
     result = CliRunner().invoke(app, ["info", f"hf:{tmp_path}"])
-    assert result.exit_code != 0 and "supported model types: llava" in str(result.exception)
+    assert result.exit_code != 0 and listed in str(result.exception)
 
 
 def test_config_fields_that_look_like_code_are_never_used(checkpoint_copy, monkeypatch):

@@ -23,12 +23,14 @@ from zoo.weights.hub import HubFiles, hub_access, hub_file
 
 # Each card whose files only the Hub serves, and the repo it must name.
 HUB_CARDS = {
+    "blip2-opt-2.7b": "Salesforce/blip2-opt-2.7b",
     "chemberta-zinc-base-v1": "seyonec/ChemBERTa-zinc-base-v1",
     "clap-htsat-unfused": "laion/clap-htsat-unfused",
     "encodec-24khz": "facebook/encodec_24khz",
     "llava-1.5-7b": "llava-hf/llava-1.5-7b-hf",
     "openclip-vit-b-32-laion2b": "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
     "openclip-vit-b-32-openai": "timm/vit_base_patch32_clip_224.openai",
+    "qwen2-audio-7b-instruct": "Qwen/Qwen2-Audio-7B-Instruct",
     "siglip-base-patch16-224": "google/siglip-base-patch16-224",
     "whisper-base-encoder": "openai/whisper-base",
 }

@@ -277,3 +277,13 @@ def test_set_may_give_a_setting_that_is_also_an_option(scenes, tmp_path):
     """`--set max_steps=2` is a training setting like any other, not a duplicate-keyword TypeError."""
     _invoke(_cli_args(scenes, tmp_path / "run") + ["--set", "max_steps=2", "--set", "save_every=2"])
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
+
+
+def test_a_checkpoint_written_before_a_setting_existed_resumes_when_it_is_left_at_its_default():
+    from zoo.training.config import TrainingConfig
+
+    saved = TrainingConfig(lr=3e-4).to_dict()
+    del saved["olora_lambda1"]  # as a checkpoint written before that setting was added
+    assert TrainingConfig(lr=3e-4).differences(saved) == []
+    assert TrainingConfig(lr=3e-4, olora_lambda1=0.25).differences(saved) == ["olora_lambda1"]
+    assert TrainingConfig(lr=1e-4).differences(saved) == ["lr"]

@@ -228,16 +228,58 @@ def _parse_layer_alphas(pairs: list[str]) -> dict[str, float]:
 @app.command("merge")
 def merge_cmd(
     base: str = typer.Argument(..., help="the base model: a name from `zoo list`, a directory, hf-hub:org/repo or hf:org/repo"),
-    finetuned: str = typer.Argument(..., help="a fine-tuned copy of BASE (same forms)"),
-    alpha: float = typer.Option(..., "--alpha", "-a", help="weight of FINETUNED in [0, 1]: 0 = BASE, 1 = FINETUNED"),
+    finetuned: str = typer.Argument(
+        ..., help="a fine-tuned copy of BASE (same forms); LoRAMoE layers are folded first where that is exact "
+        "(fixed routing), else refused"
+    ),
+    alpha: Optional[float] = typer.Option(  # noqa: UP045 (typer)
+        None, "--alpha", "-a", help="weight of FINETUNED in [0, 1]: 0 = BASE, 1 = FINETUNED (not with --search)"
+    ),
     layer_alpha: list[str] = typer.Option(
         [], "--layer-alpha", help="PATTERN=RATIO: another ratio for keys matching the glob; first match wins"
     ),
-    output: str = typer.Option(..., "--output", "-o", help="directory to save the merged model to"),
+    output: str = typer.Option(..., "--output", "-o", help="directory to save the merged model to (with --search: "
+                               "the run folder; the model goes to its merged/)"),
+    search: bool = typer.Option(False, "--search", help="search per-block ratios (HMA): the best --task score whose "
+                                "--retain-task score loses at most --max-forgetting against BASE"),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="--search: the fine-tuned (target) task"),  # noqa: UP045 (typer)
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="--search: the target task's data"),  # noqa: UP045 (typer)
+    metric: Optional[str] = typer.Option(None, "--metric", help="--search: the target metric (higher is better; "  # noqa: UP045 (typer)
+                                         "default: the task's first)"),
+    retain_task: Optional[str] = typer.Option(None, "--retain-task", help="--search: the task not to forget"),  # noqa: UP045 (typer)
+    retain_data: Optional[str] = typer.Option(None, "--retain-data", help="--search: the retain task's data"),  # noqa: UP045 (typer)
+    retain_metric: Optional[str] = typer.Option(None, "--retain-metric", help="--search: the retain metric "  # noqa: UP045 (typer)
+                                                "(higher is better; default: the task's first)"),
+    max_forgetting: Optional[float] = typer.Option(  # noqa: UP045 (typer)
+        None, "--max-forgetting", help="--search: the retain score the merge may lose against BASE, absolute, in the "
+        "retain metric's units (e.g. 0.02 accuracy)"
+    ),
+    budget: int = typer.Option(40, "--budget", help="--search: most merged models to evaluate, uniform sweep included"),
+    step: float = typer.Option(0.1, "--step", help="--search: the ratio grid's step (divides 1)"),
+    seed: int = typer.Option(0, "--seed", help="--search: seeds the order in which neighbouring ratios are tried"),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="--search: evaluation batch size"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="--search: only the first N rows of each task"),  # noqa: UP045 (typer)
 ) -> None:
-    """Average BASE and FINETUNED in weight space, (1 - a) * BASE + a * FINETUNED, and save the result."""
+    """Average BASE and FINETUNED in weight space, (1 - a) * BASE + a * FINETUNED, and save the result.
+
+    With --search, find one ratio per block (encoders, projectors, LLM embeddings, each LLM layer, ...) instead:
+    writes merge_search.json, pareto.png and merged/ into the --output folder."""
     from zoo.training.merge import MergeError, describe_ratios, merge, resolve_ratios
 
+    if search:
+        _merge_search(base, finetuned, output, alpha, layer_alpha, {
+            "--task": task, "--data": data, "--retain-task": retain_task, "--retain-data": retain_data,
+            "--max-forgetting": max_forgetting}, (metric, retain_metric),
+            {"budget": budget, "step": step, "seed": seed, "batch_size": batch_size, "limit": limit})
+        return
+    given = [name for name, value in (("--task", task), ("--data", data), ("--metric", metric),
+                                      ("--retain-task", retain_task), ("--retain-data", retain_data),
+                                      ("--retain-metric", retain_metric), ("--max-forgetting", max_forgetting),
+                                      ("--limit", limit)) if value is not None]
+    if given:
+        raise typer.BadParameter(f"{', '.join(given)} only apply with --search")
+    if alpha is None:
+        raise typer.BadParameter("give --alpha A (the weight of FINETUNED), or --search to search the ratios")
     layer_alphas = _parse_layer_alphas(layer_alpha)
     try:
         merged = merge(base, finetuned, alpha, layer_alphas=layer_alphas)
@@ -248,6 +290,35 @@ def merge_cmd(
     typer.echo(f"merged {base} and {finetuned} (ratio = weight of {finetuned}): {describe_ratios(ratios)}")
     merged.save_pretrained(output)
     typer.echo(f"wrote {output}")
+
+
+def _merge_search(base: str, finetuned: str, output: str, alpha: float | None, layer_alpha: list[str],
+                  required: dict[str, Any], metrics: tuple[str | None, str | None],
+                  knobs: dict[str, Any]) -> None:
+    """``zoo merge --search``: check the options, run the ratio search and say what it chose."""
+    from zoo.training import merge_search as hma
+    from zoo.training.merge import MergeError
+
+    if alpha is not None or layer_alpha:
+        raise typer.BadParameter("--search chooses the ratios itself: drop --alpha and --layer-alpha")
+    missing = [name for name, value in required.items() if value is None]
+    if missing:
+        raise typer.BadParameter(f"--search needs {', '.join(missing)}")
+    target = hma.ScoredTask(required["--task"], required["--data"], metrics[0])
+    retain = hma.ScoredTask(required["--retain-task"], required["--retain-data"], metrics[1])
+    settings = hma.SearchSettings(required["--max-forgetting"], **knobs)
+    try:
+        table = hma.run_search(base, finetuned, target, retain, output, settings, progress=not _STATE["quiet"])
+    except MergeError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from err
+    chosen = table["points"][table["chosen"]]
+    for name, row in (("base", table["base"]), ("finetuned", table["finetuned"]), ("chosen", chosen)):
+        typer.echo(f"{name:<10} target {table['target']['metric']} {row['target']:.4f}  "
+                   f"retain {table['retain']['metric']} {row['retain']:.4f}")
+    typer.echo(f"{table['evaluations']} evaluations (stopped: {table['stopped']}); retain floor "
+               f"{table['retain_floor']:.4f}")
+    typer.echo(f"wrote {output}/{hma.TABLE_FILE}, {output}/{hma.PLOT_FILE} and {output}/{hma.MODEL_DIR}")
 
 
 def _parse_widths(text: str) -> list[int]:
@@ -293,6 +364,11 @@ def finetune_cmd(
     split, validating on its valid split (--set eval_every=epoch --set early_stopping_metric=roc_auc keeps the best).
 
     Several processes: `accelerate launch --num_processes N -m zoo.cli finetune ...` (same global batch).
+
+    LoRAMoE instead of LoRA in the instruct stage: --set adapter=loramoe --set loramoe_experts=4 --set lora_r=8
+    --set loramoe_top_k=2 --set loramoe_balance_weight=0.01 (final/ keeps the LoRAMoE layers; zoo.load reloads it).
+    O-LoRA for a new task on a model that carries earlier tasks' O-LoRA adapters (or none yet): --set adapter=olora
+    --set olora_lambda1=0.5 --set olora_lambda2=0 (final/ keeps every task's adapter, for the next task).
     """
     from zoo.evaluation.distributed import is_main_process
     from zoo.loading import load

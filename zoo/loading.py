@@ -225,6 +225,7 @@ def load_directory(
     import torch
 
     from zoo.assembly import build_model
+    from zoo.models.pretrained import apply_adapter_records
 
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
@@ -239,6 +240,7 @@ def load_directory(
     spec = spec_from_dict(config["spec"])
     with hub_access(spec_hub_files(spec, weights=False, tokenizers=False), f"cannot load {directory}"):
         model = build_model(spec, load_pretrained=False, saved_processor=config["processor"], saved_dir=directory)
+    apply_adapter_records(model, config.get("adapters"), str(config_path))  # the weights hold their tensors too
     declared = {getattr(torch, name) for name in record.get("dtypes", [])}
     load_state_strict(model, load_safetensors(weights), str(weights), declared, allow_dtype_cast)
     for name, digest in config.get("assets", {}).items():

@@ -71,7 +71,8 @@ class MultimodalProcessor:
                 {"additional_special_tokens": missing}, replace_extra_special_tokens=False
             )
         self.placeholder_ids = {m: tokenizer.convert_tokens_to_ids(t) for m, t in self.placeholders.items()}
-        self._split = re.compile("(" + "|".join(re.escape(t) for t in self.placeholders.values()) + ")")
+        alternatives = "|".join(re.escape(t) for t in self.placeholders.values()) or "(?!)"  # none: never splits
+        self._split = re.compile(f"({alternatives})")
         self._modality_of = {t: m for m, t in self.placeholders.items()}
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set one before building the processor")

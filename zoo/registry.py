@@ -28,11 +28,13 @@ BUILTINS: dict[str, dict[str, str]] = {
         "open-clip-vision": "encoders.image.open_clip_towers:OpenCLIPVisionEncoder",
         "open-clip-text": "encoders.image.open_clip_towers:OpenCLIPTextEncoder",
         "hf-vision": "encoders.image.hf_vision:HFVisionEncoder",
+        "hf-vision-anyres": "encoders.image.hf_vision_anyres:HFVisionAnyresEncoder",
         "audio-codec": "encoders.audio.codec:CodecTokenEncoder",
         "whisper": "encoders.audio.whisper:WhisperAudioEncoder",
         "clap-audio": "encoders.audio.clap:ClapAudioEncoder",
         "clap-text": "encoders.text.clap:ClapTextEncoder",
         "spectrogram-transformer": "encoders.audio.spectrogram_transformer:SpectrogramTransformerEncoder",
+        "qwen2-audio": "encoders.audio.qwen2_audio:Qwen2AudioTower",
     },
     "projector": {
         "identity": "projectors.simple:IdentityProjector",
@@ -43,6 +45,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "perceiver": "projectors.perceiver:PerceiverResampler",
         "avgpool-linear": "projectors.pooling:AvgPoolLinearProjector",
         "star-mlp": "projectors.star:StarMLPProjector",
+        "anyres-mlp": "projectors.anyres:AnyresMLPProjector",
     },
     "backbone": {
         "hf-causal-lm": "zoo.backbones:HFCausalLM",
@@ -57,11 +60,19 @@ BUILTINS: dict[str, dict[str, str]] = {
         "pretrain-gnns": "encoders.molecule.pretrained:pretrain_gnns_key_map",
         "molformer": "encoders.smiles.molformer:molformer_key_map",
         "llava": "zoo.converters.llava:llava_key_map",
+        "blip2": "zoo.converters.blip2:blip2_key_map",
+        "t5": "zoo.converters.t5:t5_key_map",
+        "llava-next": "zoo.converters.llava_next:llava_next_key_map",
+        "qwen2-audio": "zoo.converters.qwen2_audio:qwen2_audio_key_map",
     },
     # transformers checkpoints loadable as ``hf:org/repo``: config.json ``model_type`` -> the builder that turns
     # that config into a zoo spec and a key map (zoo.converters.families)
     "family": {
         "llava": "zoo.converters.llava:llava_family",
+        "blip-2": "zoo.converters.blip2:blip2_family",
+        "t5": "zoo.converters.t5:t5_family",
+        "llava_next": "zoo.converters.llava_next:llava_next_family",
+        "qwen2_audio": "zoo.converters.qwen2_audio:qwen2_audio_family",
     },
 }
 

@@ -95,8 +95,8 @@ class TokenizerSpec:
         return cls(type=data["type"], path=str(data["path"]), revision=data.get("revision"))
 
 
-def _components(data: Any, where: str) -> dict[str, ComponentSpec]:
-    if not isinstance(data, Mapping) or not data:
+def _components(data: Any, where: str, allow_empty: bool = False) -> dict[str, ComponentSpec]:
+    if not isinstance(data, Mapping) or not (data or allow_empty):
         raise SpecError(f"{where} must be a non-empty mapping of modality -> component")
     return {str(k): ComponentSpec.from_dict(v, f"{where}.{k}") for k, v in data.items()}
 
@@ -104,7 +104,10 @@ def _components(data: Any, where: str) -> dict[str, ComponentSpec]:
 @dataclass(frozen=True)
 class MultimodalLMSpec:
     """Encoders -> projectors -> a language model (causal, or encoder–decoder with ``hf-seq2seq-lm``); one
-    placeholder token per modality in the prompt."""
+    placeholder token per modality in the prompt.
+
+    An encoder–decoder may stand alone, ``encoders: {}`` and ``projectors: {}``: a text-to-text model (T5,
+    MolT5) whose prompt is its encoder's input. A causal LM always has at least one modality encoder."""
 
     encoders: dict[str, ComponentSpec]
     projectors: dict[str, ComponentSpec]
@@ -114,7 +117,14 @@ class MultimodalLMSpec:
     seed: int = 0
     type: str = "multimodal-lm"
 
+    TEXT_ONLY_BACKBONES: ClassVar[tuple[str, ...]] = ("hf-seq2seq-lm",)
+
     def __post_init__(self) -> None:
+        if not self.encoders and self.backbone.type not in self.TEXT_ONLY_BACKBONES:
+            raise SpecError(
+                f"spec.encoders is empty but backbone {self.backbone.type!r} needs at least one modality encoder; "
+                f"only an encoder–decoder ({', '.join(self.TEXT_ONLY_BACKBONES)}) may be a text-only model"
+            )
         if set(self.encoders) != set(self.projectors):
             raise SpecError(
                 f"every encoder needs a projector and vice versa: encoders {sorted(self.encoders)}, "
@@ -132,8 +142,8 @@ class MultimodalLMSpec:
         allowed, required = _field_names(cls)
         _check_keys(data, allowed, "spec", required)
         return cls(
-            encoders=_components(data["encoders"], "spec.encoders"),
-            projectors=_components(data["projectors"], "spec.projectors"),
+            encoders=_components(data["encoders"], "spec.encoders", allow_empty=True),
+            projectors=_components(data["projectors"], "spec.projectors", allow_empty=True),
             backbone=ComponentSpec.from_dict(data["backbone"], "spec.backbone"),
             tokenizer=TokenizerSpec.from_dict(data["tokenizer"], "spec.tokenizer"),
             placeholders=dict(data.get("placeholders") or {}),
@@ -141,26 +151,43 @@ class MultimodalLMSpec:
         )
 
 
+def _mapping(data: Any, where: str) -> dict[str, Any]:
+    """An optional mapping field (absent or null: empty)."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{where} must be a mapping, got {type(data).__name__}")
+    return dict(data)
+
+
 @dataclass(frozen=True)
 class DualEncoderSpec:
     """Modality towers and a text tower projected into one normalised space (CLIP-style).
 
-    ``projection: none`` is for towers whose pooled output is already in the shared space (open_clip, CLAP).
+    ``projection: none`` is for towers whose pooled output is already in the shared space (open_clip, CLAP);
+    ``mlp`` and SAIL's ``star-mlp`` are heads for frozen unimodal towers, set by ``projection_config`` (checked
+    against the head's config dataclass when the model is built: ``zoo.models.dual_encoder.HEADS``).
     ``logit_scales: per-direction`` gives the text -> item logits a temperature of their own (CLAP's
     ``logit_scale_t``, beside ``logit_scale_a`` for item -> text); ``shared`` is CLIP's one for both.
+    ``contrastive_loss: sigmoid`` trains with SigLIP's pairwise loss and gives the model a learned
+    ``logit_bias`` (initial value ``init_logit_bias``, else -10); ``softmax`` is CLIP's InfoNCE, with no bias.
     """
 
     towers: dict[str, ComponentSpec]
     text_tower: ComponentSpec
     embed_dim: int
     projection: str = "linear"
-    init_logit_scale: float | None = None  # None: the text tower's own (open_clip, CLAP), else log(1 / 0.07)
+    projection_config: dict[str, Any] = field(default_factory=dict)
+    init_logit_scale: float | None = None  # None: the text tower's own (open_clip, CLAP), else the loss's default
     logit_scales: str = "shared"
+    contrastive_loss: str = "softmax"
+    init_logit_bias: float | None = None  # sigmoid loss only; None: SigLIP's -10
     seed: int = 0
     type: str = "dual-encoder"
 
-    PROJECTIONS: ClassVar[tuple[str, ...]] = ("linear", "none")
+    PROJECTIONS: ClassVar[tuple[str, ...]] = ("linear", "none", "mlp", "star-mlp")
     LOGIT_SCALES: ClassVar[tuple[str, ...]] = ("shared", "per-direction")
+    CONTRASTIVE_LOSSES: ClassVar[tuple[str, ...]] = ("softmax", "sigmoid")
 
     def __post_init__(self) -> None:
         if self.projection not in self.PROJECTIONS:
@@ -169,6 +196,15 @@ class DualEncoderSpec:
             raise SpecError(
                 f"unknown spec.logit_scales {self.logit_scales!r}; allowed: {', '.join(self.LOGIT_SCALES)}"
             )
+        if self.contrastive_loss not in self.CONTRASTIVE_LOSSES:
+            raise SpecError(f"unknown spec.contrastive_loss {self.contrastive_loss!r}; "
+                            f"allowed: {', '.join(self.CONTRASTIVE_LOSSES)}")
+        if self.contrastive_loss == "sigmoid" and self.logit_scales != "shared":
+            raise SpecError("spec.contrastive_loss 'sigmoid' scores each pair once, with one scale and bias; "
+                            "set logit_scales: shared")
+        if self.init_logit_bias is not None and self.contrastive_loss != "sigmoid":
+            raise SpecError("spec.init_logit_bias is for contrastive_loss 'sigmoid' only (softmax has no bias); "
+                            "remove it or set contrastive_loss: sigmoid")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DualEncoderSpec:
@@ -179,8 +215,11 @@ class DualEncoderSpec:
             text_tower=ComponentSpec.from_dict(data["text_tower"], "spec.text_tower"),
             embed_dim=int(data["embed_dim"]),
             projection=str(data.get("projection", "linear")),
+            projection_config=_mapping(data.get("projection_config"), "spec.projection_config"),
             init_logit_scale=None if data.get("init_logit_scale") is None else float(data["init_logit_scale"]),
             logit_scales=str(data.get("logit_scales", "shared")),
+            contrastive_loss=str(data.get("contrastive_loss", "softmax")),
+            init_logit_bias=None if data.get("init_logit_bias") is None else float(data["init_logit_bias"]),
             seed=int(data.get("seed", 0)),
         )
 

@@ -4,6 +4,12 @@ A full dual checkpoint (``CLIPModel``, ``SiglipModel``) or a vision-only one loa
 are ``hidden_states[vision_feature_layer]`` (index 0 is the embeddings, -1 the last layer, -2 LLaVA's
 default); strategy ``"default"`` drops the CLS token and ``"full"`` keeps it. Whether there is a CLS token is
 read from the model (SigLIP has none, so ``"default"`` drops nothing there, unlike LLaVA's fixed ``[:, 1:]``).
+With ``post_layernorm`` the selected hidden state passes the tower's own final LayerNorm first: BLIP-2's
+Q-Former reads the last layer after it (``Blip2VisionModel``'s ``last_hidden_state``, CLS kept).
+
+A BLIP-2 vision config (``blip_2_vision_model``), which ``AutoModel`` does not map because the tower only
+exists inside the larger model, is built as the transformers class :data:`TOWER_CLASSES` names for it (our
+table; nothing in a config chooses the class).
 
 ``pooled`` is the model's own ``pooler_output``: CLIP's post-layernorm CLS state, SigLIP's attention-pool
 head; a SigLIP without a head (``vision_use_head=False``) pools by the mean of its last hidden state. Neither is
@@ -28,12 +34,15 @@ from encoders.base import EncoderOutput, InvalidInputError, ProcessedBatch
 from encoders.image.io import load_image
 
 FEATURE_SELECT_STRATEGIES: tuple[str, ...] = ("default", "full")
+# Vision configs AutoModel does not map -> the transformers class that is that tower.
+TOWER_CLASSES: dict[str, str] = {"blip_2_vision_model": "Blip2VisionModel"}
 
 
 @dataclass(frozen=True)
 class HFVisionEncoderConfig:
     """Either ``pretrained`` (hub id or directory) or ``model_config`` (random init from a config dict with
-    ``model_type``, e.g. ``clip_vision_model``, ``siglip_vision_model``).
+    ``model_type``, e.g. ``clip_vision_model``, ``siglip_vision_model``). ``post_layernorm`` applies the tower's
+    final LayerNorm to the selected hidden state (BLIP-2: layer -1, strategy ``"full"``).
 
     ``image_processor`` (the contents of a ``preprocessor_config.json``) replaces the checkpoint's own; a
     ``model_config`` model needs it. The ``resolved_*`` fields are filled in when the model is built.
@@ -45,6 +54,7 @@ class HFVisionEncoderConfig:
     image_processor: dict[str, Any] | None = None
     vision_feature_layer: int = -2
     feature_select_strategy: str = "default"
+    post_layernorm: bool = False
     resolved_image_processor: dict[str, Any] | None = None
     resolved_image_size: tuple[int, int] | None = None
     resolved_grid: tuple[int, int] | None = None
@@ -88,10 +98,19 @@ def _vision_config(config: HFVisionEncoderConfig) -> Any:
 
 
 def _load_model(config: HFVisionEncoderConfig, vision_config: Any, load_pretrained: bool) -> nn.Module:
+    import transformers
     from transformers import AutoModel
 
+    tower = TOWER_CLASSES.get(getattr(vision_config, "model_type", ""))
     if config.pretrained is None or not load_pretrained:
-        return AutoModel.from_config(vision_config)
+        if tower is None:
+            return AutoModel.from_config(vision_config)
+        return getattr(transformers, tower)._from_config(vision_config)
+    if tower is not None:
+        raise ValueError(
+            f"{config.pretrained} holds a {tower} only inside a larger model, whose weights hf-vision does not load "
+            "by itself; load the whole checkpoint (zoo.load('hf:...')) or give the tower's weights through a card"
+        )
     model, info = AutoModel.from_pretrained(
         config.pretrained, config=vision_config, revision=config.revision, output_loading_info=True
     )
@@ -162,8 +181,10 @@ class HFVisionEncoder(nn.Module):
         if not hasattr(embeddings, "num_patches") or not hasattr(embeddings, "num_positions"):
             raise ValueError(
                 f"{type(self.model).__name__} is not a CLIP/SigLIP-style vision transformer; hf-vision supports "
-                "CLIPVisionModel and SiglipVisionModel checkpoints"
+                "CLIPVisionModel, SiglipVisionModel and Blip2VisionModel checkpoints"
             )
+        if config.post_layernorm and not isinstance(getattr(self.model, "post_layernorm", None), nn.Module):
+            raise ValueError(f"post_layernorm is set but {type(self.model).__name__} has no post_layernorm; unset it")
         layers = int(vision_config.num_hidden_layers)
         if not -(layers + 1) <= config.vision_feature_layer <= layers:
             raise ValueError(
@@ -193,6 +214,8 @@ class HFVisionEncoder(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> EncoderOutput:
         out = self.model(pixel_values=pixel_values, output_hidden_states=True)
         tokens = out.hidden_states[self.config.vision_feature_layer]
+        if self.config.post_layernorm:
+            tokens = self.model.post_layernorm(tokens)
         if self.config.feature_select_strategy == "default":
             tokens = tokens[:, self.config.resolved_prefix_tokens :]
         pooled = out.pooler_output if out.pooler_output is not None else out.last_hidden_state.mean(1)

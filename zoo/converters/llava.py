@@ -58,7 +58,7 @@ def llava_key_map(state_dict: Mapping[str, Any]) -> dict[str, str]:
 
 # The Llama fields a llava-1.5 spec writes out, with LlamaConfig's defaults: transformers saves only the values
 # that differ from them, so a checkpoint's ``text_config`` may omit any of these.
-_LLAMA_DEFAULTS: dict[str, Any] = {
+LLAMA_DEFAULTS: dict[str, Any] = {
     "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
     "num_attention_heads": 32, "num_key_value_heads": None, "hidden_act": "silu", "max_position_embeddings": 2048,
     "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": False,
@@ -79,9 +79,9 @@ def llava_family(config: Mapping[str, Any], pretrained: str, revision: str | Non
     layer = config.get("vision_feature_layer", -2)
     if isinstance(layer, bool) or not isinstance(layer, int):
         raise SpecError(f"{where}: vision_feature_layer must be one layer index (an int), got {layer!r}")
-    llama = {key: text.get(key, default) for key, default in _LLAMA_DEFAULTS.items()}
+    llama = {key: text.get(key, default) for key, default in LLAMA_DEFAULTS.items()}
     if "rope_theta" not in text and isinstance(text.get("rope_parameters"), Mapping):  # as transformers 5 saves it
-        llama["rope_theta"] = text["rope_parameters"].get("rope_theta", _LLAMA_DEFAULTS["rope_theta"])
+        llama["rope_theta"] = text["rope_parameters"].get("rope_theta", LLAMA_DEFAULTS["rope_theta"])
     if llama["num_key_value_heads"] is None:
         llama["num_key_value_heads"] = llama["num_attention_heads"]
     pinned = {"revision": revision} if revision else {}

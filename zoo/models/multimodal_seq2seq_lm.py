@@ -2,7 +2,8 @@
 
 The prompt, with each placeholder run replaced by its item's projected features exactly as in ``MultimodalLM``,
 is the encoder's input; the answer is the decoder's (``Seq2SeqProcessor`` lays the batch out), so the decoder's
-logits at position ``t`` score answer token ``t`` with no shift.
+logits at position ``t`` score answer token ``t`` with no shift. With no modality encoders at all
+(``encoders: {}``) it is a plain text-to-text model (T5, MolT5): the prompt is tokenized whole.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from zoo.processing import IGNORE_INDEX, Seq2SeqProcessor
 
 
 class MultimodalSeq2SeqLM(MultimodalLM):
-    """A ``MultimodalLM`` on a T5/BART-style backbone (``hf-seq2seq-lm``)."""
+    """A ``MultimodalLM`` on a T5/BART-style backbone (``hf-seq2seq-lm``), or that backbone alone."""
 
     processor_class = Seq2SeqProcessor
     lora_task_type = "SEQ_2_SEQ_LM"

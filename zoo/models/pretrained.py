@@ -1,10 +1,18 @@
-"""What every zoo model shares: its spec, its processor, its device, ``save_pretrained`` and ``push_to_hub``."""
+"""What every zoo model shares: its spec, its processor, its device, ``save_pretrained`` and ``push_to_hub``.
+
+A model carrying fine-tuning adapters that stay at inference (LoRAMoE layers, O-LoRA task adapters) saves them
+in config.json's ``adapters`` (:func:`adapter_records`), and ``zoo.load`` re-creates them
+(:func:`apply_adapter_records`) before loading the weights strictly, so the saved tensors match the rebuilt
+model key for key.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +56,14 @@ class PretrainedMixin:
         return encoder(**move_to(dict(inputs), device, dtype))
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write config.json (spec + processor config), model.safetensors and a README.md card, atomically."""
+        """Write config.json (spec + processor config, and the adapters if any), model.safetensors and a
+        README.md card, atomically."""
         from zoo.io import save_pretrained
 
-        return save_pretrained(self, directory)
+        adapters = adapter_records(self)
+        if not adapters:
+            return save_pretrained(self, directory)
+        return _save_with_adapters(self, Path(directory), adapters)
 
     def push_to_hub(
         self,
@@ -94,8 +106,64 @@ class PretrainedMixin:
 
 def _point_card_at_hub(folder: Path, repo_id: str) -> None:
     """The saved card says ``zoo.load('<the temporary folder>')``; on the Hub it should name the repo."""
+    _replace_in_card(folder, f"zoo.load({str(folder)!r})", f"zoo.load({'hf-hub:' + repo_id!r})")
+
+
+def _replace_in_card(folder: Path, old: str, new: str) -> None:
     card = folder / "README.md"
     if card.is_file():
         text = card.read_text(encoding="utf-8")
-        card.write_text(text.replace(f"zoo.load({str(folder)!r})", f"zoo.load({'hf-hub:' + repo_id!r})"),
-                        encoding="utf-8")
+        card.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def _adapter_kinds() -> dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any], None]]]:
+    """Each adapter kind config.json may name: how to record it from a model, how to re-create it on one."""
+    from zoo.training.loramoe import apply_loramoe_record, loramoe_record
+    from zoo.training.olora import apply_olora_record, olora_record
+
+    return {"loramoe": (loramoe_record, apply_loramoe_record), "olora": (olora_record, apply_olora_record)}
+
+
+def adapter_records(model: Any) -> dict[str, Any]:
+    """``{kind: record}`` of the adapters ``model`` carries (empty for a plain model)."""
+    found = {kind: record(model) for kind, (record, _) in _adapter_kinds().items()}
+    return {kind: record for kind, record in found.items() if record is not None}
+
+
+def apply_adapter_records(model: Any, records: Any, where: str) -> None:
+    """Re-create on a freshly built ``model`` the adapters a saved config.json lists (``None``: none).
+
+    The records are untrusted input: an unknown kind or a malformed record is a ``WeightsError``."""
+    from zoo.errors import WeightsError
+
+    if records is None:
+        return
+    kinds = _adapter_kinds()
+    if not isinstance(records, Mapping) or set(records) - set(kinds):
+        raise WeightsError(f"{where}: adapters must map adapter kinds ({', '.join(kinds)}) to their records, got "
+                           f"{sorted(records) if isinstance(records, Mapping) else records!r}; save the model again "
+                           "with this modalzoo")
+    for kind, record in records.items():
+        try:
+            kinds[kind][1](model, record)
+        except ValueError as err:
+            raise WeightsError(f"{where}: adapters.{kind} cannot be applied: {err}") from err
+
+
+def _save_with_adapters(model: Any, directory: Path, adapters: dict[str, Any]) -> Path:
+    """``save_pretrained`` into a staging folder, add ``adapters`` to its config.json, then publish it."""
+    from zoo.io import CONFIG_FILE, publish_directory, save_pretrained
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    outer = Path(tempfile.mkdtemp(prefix=f".{directory.name}.adapters.", dir=directory.parent))
+    try:
+        staged = save_pretrained(model, outer / directory.name)
+        config_path = staged / CONFIG_FILE
+        config = json.loads(config_path.read_text())
+        config["adapters"] = adapters
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        _replace_in_card(staged, f"zoo.load({str(staged)!r})", f"zoo.load({str(directory)!r})")
+        publish_directory(staged, directory)
+    finally:
+        shutil.rmtree(outer, ignore_errors=True)
+    return directory

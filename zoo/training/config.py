@@ -15,6 +15,7 @@ STAGES: tuple[str, ...] = ("align", "instruct", "head", "full")
 BATCHING: tuple[str, ...] = ("padded", "length-grouped", "packed")
 MIXED_PRECISION: tuple[str, ...] = ("no", "bf16")
 LR_SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")  # after warmup: to zero, to zero, flat
+ADAPTERS: tuple[str, ...] = ("lora", "loramoe", "olora")  # what the instruct stage adds to the language model
 # Settings that do not change the trained weights: a resumed run may differ in these.
 RESUME_FREE: tuple[str, ...] = ("progress", "resume", "save_every", "keep_checkpoints", "allow_rng_reset")
 
@@ -46,8 +47,15 @@ heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=Fa
     ``warmup_ratio`` of the steps, then follows ``lr_schedule``: ``cosine`` or ``linear`` decay to zero, or
     ``constant`` (the MoleculeNet fine-tuning protocol of Hu et al.).
     ``keep_checkpoints`` (at least 2, so a damaged latest checkpoint has an earlier one to fall back to) is
-    how many checkpoints stay on disk. ``allow_rng_reset`` lets a resume go on, with a warning and freshly
-    seeded random states, when the checkpoint's saved random states cannot be read; without it that is an error.
+    how many checkpoints stay on disk. ``adapter`` is what the ``instruct`` stage adds to the language model:
+    ``lora`` (peft), or ``loramoe`` (``zoo.training.loramoe``: ``loramoe_experts`` LoRA experts of rank ``lora_r``
+    on each of ``lora_target_modules`` (default ``q_proj``, ``v_proj``), mixed per token by a router, dense or over
+    the ``loramoe_top_k`` largest logits; the logged loss then includes ``loramoe_balance_weight`` times the
+    balance loss, weighted per answer token like the cross-entropy), or ``olora`` (``zoo.training.olora``: a new
+    task's LoRA adapter beside the frozen ones of the earlier tasks that the model carries, with ``olora_lambda1``
+    times the overlap of its ``A`` with theirs and ``olora_lambda2`` times its norms added to the loss once per
+    step). ``allow_rng_reset`` lets a resume go on, with a warning and freshly seeded random states, when the
+    checkpoint's saved random states cannot be read; without it that is an error.
     """
 
     stage: str = "instruct"
@@ -68,6 +76,12 @@ heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=Fa
     lora_dropout: float = 0.0
     lora_target_modules: list[str] | None = None
     merge_lora: bool = True
+    adapter: str = "lora"
+    loramoe_experts: int = 4
+    loramoe_top_k: int | None = None
+    loramoe_balance_weight: float = 0.01
+    olora_lambda1: float = 0.5
+    olora_lambda2: float = 0.0
     unfreeze_encoder_blocks: int = 0
     layer_decay: float | None = None
     frozen: list[str] = field(default_factory=list)
@@ -91,6 +105,20 @@ heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=Fa
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("early_stopping_mode", self.early_stopping_mode, ("max", "min"))
+        _choice("adapter", self.adapter, ADAPTERS)
+        if self.adapter != "lora" and self.stage != "instruct":
+            raise TrainingError(f"adapter={self.adapter!r} is added by the instruct stage; use stage 'instruct' "
+                                f"(stage {self.stage!r} adds no adapter)")
+        if self.loramoe_experts < 1:
+            raise TrainingError(f"loramoe_experts must be at least 1, got {self.loramoe_experts}")
+        if self.loramoe_top_k is not None and not 1 <= self.loramoe_top_k <= self.loramoe_experts:
+            raise TrainingError(f"loramoe_top_k must be unset (dense routing) or in [1, loramoe_experts="
+                                f"{self.loramoe_experts}], got {self.loramoe_top_k}")
+        if self.loramoe_balance_weight < 0:
+            raise TrainingError(f"loramoe_balance_weight must be >= 0, got {self.loramoe_balance_weight}")
+        if self.olora_lambda1 < 0 or self.olora_lambda2 < 0:
+            raise TrainingError(f"olora_lambda1 and olora_lambda2 must be >= 0, got {self.olora_lambda1} and "
+                                f"{self.olora_lambda2}")
         for name in ("epochs", "batch_size", "grad_accum", "lora_r", "save_every"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -141,9 +169,15 @@ heads on their pooled outputs (``align`` with nothing unfrozen). ``merge_lora=Fa
         return dataclasses.asdict(self)
 
     def differences(self, saved: Mapping[str, Any]) -> list[str]:
-        """Settings (other than :data:`RESUME_FREE`) whose value differs from a saved config's."""
+        """Settings (other than :data:`RESUME_FREE`) whose value differs from a saved config's. A setting added
+        after the checkpoint was written counts as its default there (the run could not have set it), so an older
+        checkpoint still resumes when the new setting is left at its default."""
         mine = self.to_dict()
-        return sorted(k for k in set(mine) | set(saved) if k not in RESUME_FREE and mine.get(k) != saved.get(k))
+        defaults = TrainingConfig().to_dict()
+        return sorted(
+            k for k in set(mine) | set(saved)
+            if k not in RESUME_FREE and mine.get(k) != saved.get(k, defaults.get(k))
+        )
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -34,16 +34,25 @@ does not. The layer's loss is ``Var(Z) / Mean(Z)**2`` over all entries of that m
 variance); the result is the mean over layers, so its size does not grow with the number of layers.
 Balanced routing gives 0 without sample types, and ``imbalance**2`` at the intended split with them.
 
-There is no merging back into plain weights: the mixture depends on each token through the router, so
-the experts cannot be folded into ``W`` as a single LoRA can; a LoRAMoE model keeps its layers at
-inference. Its state dict has the extra keys above, which a spec-built model does not, so
-``zoo.load`` refuses a ``save_pretrained`` directory of a wrapped model.
+Folding back into plain weights (:func:`fold_loramoe`, used by ``zoo merge``) is exact only where the
+routing does not depend on the input: one expert, or dense routing (``top_k`` None or equal to the number of
+experts) with every router row identical (all logits equal, so each expert gets ``1 / E``). Otherwise the
+mixture changes from token to token, so no single ``W`` computes it; folding is refused, and the model keeps
+its LoRAMoE layers at inference. ``save_pretrained`` records the wrapped layers (:func:`loramoe_record`) in
+config.json and ``zoo.load`` wraps the same layers (:func:`apply_loramoe_record`) before loading the
+weights strictly, so a saved LoRAMoE model reloads to identical outputs.
+
+In ``zoo finetune`` it is the ``instruct`` stage's ``adapter="loramoe"`` (``loramoe_experts``, ``lora_r``,
+``loramoe_top_k``, ``loramoe_balance_weight``; see ``zoo.training.stages``); the objective adds
+``balance_weight * loramoe_balance_loss`` through :class:`BalancePenalty`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +82,7 @@ class LoRAMoELinear(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.in_features, self.out_features = base_linear.in_features, base_linear.out_features
         self.num_experts, self.r, self.top_k = num_experts, r, top_k
+        self.alpha, self.dropout_p = float(alpha), float(dropout)
         self.scale = alpha / r
         self.weight = base_linear.weight
         self.bias = base_linear.bias
@@ -106,6 +116,24 @@ class LoRAMoELinear(nn.Module):
         delta = torch.einsum("...er,eor->...o", hidden, self.lora_B)
         return F.linear(x, self.weight, self.bias) + delta * self.scale
 
+    def settings(self) -> dict[str, Any]:
+        """What :func:`apply_loramoe_record` needs to rebuild this layer (JSON-ready)."""
+        return {"num_experts": self.num_experts, "r": self.r, "alpha": self.alpha, "dropout": self.dropout_p,
+                "top_k": self.top_k}
+
+    def fixed_routing(self) -> torch.Tensor | None:
+        """The routing weights ``[num_experts]`` when they are the same for every input, else ``None``.
+
+        One expert always gets weight 1; dense routing (``top_k`` None or ``num_experts``) over identical router
+        rows gives every expert ``1 / E``. With ``top_k < num_experts`` equal logits tie, and which experts
+        win a tie is not defined, so that is not fixed.
+        """
+        dense = self.top_k is None or self.top_k == self.num_experts
+        rows = self.router.weight
+        if self.num_experts > 1 and not (dense and bool((rows == rows[:1]).all())):
+            return None
+        return self.routing_weights(torch.zeros(self.in_features, device=rows.device, dtype=rows.dtype))
+
     def extra_repr(self) -> str:
         routing = "dense" if self.top_k is None else f"top_k={self.top_k}"
         return (
@@ -124,11 +152,14 @@ def apply_loramoe(
     dropout: float = 0.05,
     top_k: int | None = None,
     within: str | None = "language_model",
+    freeze_others: bool = True,
 ) -> list[str]:
     """Wrap every ``nn.Linear`` named ``target_modules`` (last name component) under ``model.<within>``.
 
-    ``within=None`` searches the whole model. Every parameter of ``model`` is frozen except the new
-    routers and experts. Returns the full names (from ``model``) of the wrapped modules.
+    ``within=None`` searches the whole model. With ``freeze_others`` every parameter of ``model`` is frozen
+    except the new routers and experts; without it, only the wrapped layers' own weights are frozen (the
+    ``instruct`` stage keeps its projectors training). Returns the full names (from ``model``) of the wrapped
+    modules.
     """
     root = _submodule(model, within)
     targets = set(target_modules)
@@ -140,7 +171,8 @@ def apply_loramoe(
             f"no nn.Linear named {', '.join(sorted(targets))} under {within or 'the model'}; "
             f"its linear layers are named: {', '.join(available) or 'none'}"
         )
-    model.requires_grad_(False)
+    if freeze_others:
+        model.requires_grad_(False)
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = root.get_submodule(parent_name)
@@ -213,3 +245,96 @@ def _localized_balance(
         importance = importance * torch.where(matches, 1.0 + imbalance, 1.0 - imbalance)
     values = importance.flatten()
     return values.var(correction=0) / (values.mean() ** 2 + 1e-10)
+
+
+@dataclass(frozen=True)
+class BalancePenalty:
+    """The training objective's LoRAMoE term, ``weight * loramoe_balance_loss`` (without sample types)."""
+
+    weight: float
+
+    def __call__(self, model: nn.Module, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.weight * loramoe_balance_loss(model, attention_mask)
+
+
+class LoRAMoEFoldError(ValueError):
+    """A LoRAMoE model whose routing depends on the input, so it cannot become plain weights."""
+
+
+def loramoe_layers(model: nn.Module) -> dict[str, LoRAMoELinear]:
+    """The model's LoRAMoE layers by full name."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, LoRAMoELinear)}
+
+
+def loramoe_record(model: nn.Module) -> dict[str, Any] | None:
+    """``{"layers": {name: settings}}`` for config.json, or ``None`` for a model without LoRAMoE layers."""
+    layers = loramoe_layers(model)
+    return {"layers": {name: layer.settings() for name, layer in layers.items()}} if layers else None
+
+
+RECORD_FIELDS = {"num_experts": int, "r": int, "alpha": (int, float), "dropout": (int, float), "top_k": (int, type(None))}
+
+
+def apply_loramoe_record(model: nn.Module, record: Any) -> None:
+    """Wrap the layers a :func:`loramoe_record` names, with its settings, so the saved weights load strictly.
+
+    ``record`` comes from an untrusted config.json: only its known fields are read, each checked, and every
+    named module must be an ``nn.Linear`` of ``model``. The new layers' random initialisation does not
+    disturb the caller's random state (the saved weights replace it).
+    """
+    if not isinstance(record, Mapping) or set(record) != {"layers"} or not isinstance(record["layers"], Mapping):
+        raise ValueError(f"the loramoe adapter record must be {{'layers': {{name: settings}}}}, got {record!r}")
+    wraps = []
+    for name, settings in record["layers"].items():
+        if not isinstance(settings, Mapping) or set(settings) != set(RECORD_FIELDS):
+            raise ValueError(f"loramoe layer {name!r} needs exactly the settings {', '.join(RECORD_FIELDS)}, "
+                             f"got {settings!r}")
+        for key, kind in RECORD_FIELDS.items():
+            if not isinstance(settings[key], kind) or isinstance(settings[key], bool):
+                raise ValueError(f"loramoe layer {name!r}: {key} has the wrong type ({settings[key]!r})")
+        try:
+            linear = model.get_submodule(str(name))
+        except AttributeError as err:
+            raise ValueError(f"loramoe layer {name!r} is not a module of this model") from err
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"loramoe layer {name!r} is a {type(linear).__name__}, not an nn.Linear")
+        wraps.append((str(name), linear, settings))
+    with torch.random.fork_rng(devices=[]):
+        for name, linear, settings in wraps:
+            parent_name, _, child = name.rpartition(".")
+            layer = LoRAMoELinear(linear, settings["num_experts"], settings["r"], settings["alpha"],
+                                  settings["dropout"], settings["top_k"])
+            setattr(model.get_submodule(parent_name), child, layer)
+
+
+def fold_loramoe(model: nn.Module) -> list[str]:
+    """Replace every LoRAMoE layer by a plain ``nn.Linear`` computing the same ``W' = W + scale * sum_e w_e B_e A_e``.
+
+    Only where the routing is fixed (:meth:`LoRAMoELinear.fixed_routing`); otherwise nothing is changed and
+    :class:`LoRAMoEFoldError` says why. Folding is computed in float32 and cast back to the layer's dtype, so
+    outputs agree with the unfolded model up to rounding. Returns the folded layers' names.
+    """
+    layers = loramoe_layers(model)
+    routings = {name: layer.fixed_routing() for name, layer in layers.items()}
+    routed = [name for name, weights in routings.items() if weights is None]
+    if routed:
+        layer = layers[routed[0]]
+        raise LoRAMoEFoldError(
+            f"{len(routed)} LoRAMoE layer(s), e.g. {routed[0]} ({layer.num_experts} experts, "
+            f"{'dense' if layer.top_k is None else f'top_k={layer.top_k}'} routing), mix their experts with a "
+            "router that depends on each token, so no plain weight computes them and folding would not be exact. "
+            "Keep the model as it is (zoo.load reloads it with its LoRAMoE layers), or train with "
+            "loramoe_experts=1 if you need a plain model"
+        )
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # nn.Linear's init draws; its values are replaced
+        for name, layer in layers.items():
+            weights = routings[name].float()
+            delta = torch.einsum("e,eor,eri->oi", weights, layer.lora_B.float(), layer.lora_A.float())
+            linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                               device=layer.weight.device, dtype=layer.weight.dtype)
+            linear.weight.copy_((layer.weight.float() + layer.scale * delta).to(layer.weight.dtype))
+            if layer.bias is not None:
+                linear.bias.copy_(layer.bias)
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, linear)
+    return list(layers)

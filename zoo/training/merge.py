@@ -15,6 +15,12 @@ match ``layers.10``). The first pattern that matches a key wins (mapping order);
 Tensors that are not floating point (integer or bool buffers such as BatchNorm's ``num_batches_tracked``)
 cannot be averaged: they are taken from ``finetuned``, except where the key's ratio is exactly 0, where
 they are taken from ``base`` — so the end points ``a = 0`` and ``a = 1`` give the inputs back bit for bit.
+
+A model with LoRAMoE layers (``zoo finetune --set adapter=loramoe``) is first folded into plain weights
+(:func:`zoo.training.loramoe.fold_loramoe`), which is exact only where its routing does not depend on the input
+(one expert, or dense routing over identical router rows); a model whose router mixes experts per token is
+refused with :class:`MergeError`, as no plain model computes it. O-LoRA task adapters
+(:func:`zoo.training.olora.fold_olora`) always fold exactly.
 """
 
 from __future__ import annotations
@@ -102,8 +108,8 @@ def merge(
     tied weights are one tensor and take the ratio of their first key. The result carries a card that
     records the recipe (``save_pretrained`` writes it).
     """
-    base_model, loaded_base = _as_model(base)
-    finetuned_model, _ = _as_model(finetuned)
+    base_model, loaded_base = _folded(*_as_model(base), "base")
+    finetuned_model, _ = _folded(*_as_model(finetuned), "finetuned")
     _check_same_spec(base_model, finetuned_model)
     base_state, finetuned_state = base_model.state_dict(), finetuned_model.state_dict()
     _check_same_tensors(base_state, finetuned_state)
@@ -131,6 +137,22 @@ def _as_model(model_or_name: nn.Module | str | Path) -> tuple[nn.Module, bool]:
     from zoo.loading import load
 
     return load(model_or_name), True
+
+
+def _folded(model: nn.Module, loaded: bool, which: str) -> tuple[nn.Module, bool]:
+    """The model with its LoRAMoE and O-LoRA layers folded into plain weights (a copy, unless it was loaded here)."""
+    from zoo.training.loramoe import LoRAMoEFoldError, fold_loramoe, loramoe_layers
+    from zoo.training.olora import fold_olora, olora_layers
+
+    if not loramoe_layers(model) and not olora_layers(model):
+        return model, loaded
+    folded = model if loaded else copy.deepcopy(model)
+    try:
+        fold_loramoe(folded)
+    except LoRAMoEFoldError as err:
+        raise MergeError(f"cannot merge {which}: {err}") from err
+    fold_olora(folded)
+    return folded, True
 
 
 def _blend(base: torch.Tensor, finetuned: torch.Tensor, ratio: float) -> torch.Tensor:

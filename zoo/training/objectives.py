@@ -6,10 +6,14 @@ one forward that computes the loss.
   micro-batches), so the loss and its gradient do not depend on how the step is split.
 - :class:`Seq2SeqLMObjective` is the same sum for a ``MultimodalSeq2SeqLM``, whose decoder scores the answer
   tokens with no shift.
-- :class:`ContrastiveObjective` is ``DualEncoder.forward``'s symmetric InfoNCE over the GLOBAL batch: under
+- :class:`ContrastiveObjective` is ``DualEncoder.forward``'s contrastive loss (symmetric InfoNCE, or SigLIP's
+  sigmoid loss when the spec says ``contrastive_loss: sigmoid``) over the GLOBAL batch: under
   several processes the embeddings are all-gathered with gradient (``torch.distributed.nn.functional``), so
   every process sees the same negatives as one process would.
 - :class:`PropertyObjective` is a ``Predictor``'s mean loss over its batch's present labels.
+
+An ``instruct`` stage adapter with a loss term of its own (``model.training_penalty``, set by ``apply_stage``:
+LoRAMoE's balance loss, O-LoRA's orthogonality and L2 terms) is added to the LM objectives by :func:`with_penalty`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,20 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
 
 
+def with_penalty(
+    loss_sum: torch.Tensor, model: nn.Module, answer_labels: torch.Tensor, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``loss_sum`` plus the stage's penalty times this micro-batch's answer tokens (``answer_labels`` not -100).
+
+    The loop divides the objective by the answer tokens of the whole optimizer step, so the penalty ends up
+    weighted per answer token like the cross-entropy: its full weight once per step, whatever the split.
+    """
+    penalty = getattr(model, "training_penalty", None)
+    if penalty is None:
+        return loss_sum
+    return loss_sum + (answer_labels != IGNORE_INDEX).sum() * penalty(model, attention_mask)
+
+
 class CausalLMObjective(nn.Module):
     """A ``MultimodalLM`` forward with explicit position ids (packed rows restart them) and a summed loss."""
 
@@ -51,7 +69,7 @@ class CausalLMObjective(nn.Module):
         output = self.model.language_model(
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         )
-        return token_loss_sum(output.logits, labels)
+        return with_penalty(token_loss_sum(output.logits, labels), self.model, labels[:, 1:], attention_mask)
 
 
 class Seq2SeqLMObjective(nn.Module):
@@ -69,7 +87,8 @@ class Seq2SeqLMObjective(nn.Module):
         labels: torch.Tensor,
         modality_inputs: Mapping[str, Any],
     ) -> torch.Tensor:
-        return self.model.answer_loss_sum(input_ids, attention_mask, labels, modality_inputs)
+        loss_sum = self.model.answer_loss_sum(input_ids, attention_mask, labels, modality_inputs)
+        return with_penalty(loss_sum, self.model, labels, None)  # encoder and decoder tokens: no one mask fits
 
 
 def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +102,8 @@ def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 class ContrastiveObjective(nn.Module):
-    """Symmetric InfoNCE of a ``DualEncoder`` over the items and captions of all processes."""
+    """A ``DualEncoder``'s contrastive loss (its spec's: InfoNCE or SigLIP's sigmoid) over the items and captions
+    of all processes."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -103,9 +123,7 @@ class ContrastiveObjective(nn.Module):
         texts = (
             model.embed_pooled("text", text_pooled) if text_pooled is not None else model.embed_processed("text", text_inputs)
         )
-        per_item, per_text = model.logits(_gather_with_grad(items), _gather_with_grad(texts))
-        target = torch.arange(len(per_item), device=per_item.device)
-        return (F.cross_entropy(per_item, target) + F.cross_entropy(per_text, target)) / 2
+        return model.contrastive_loss(_gather_with_grad(items), _gather_with_grad(texts))
 
 
 class PropertyObjective(nn.Module):

@@ -1,9 +1,12 @@
 """What each stage trains, and the train/eval mode of every part.
 
 - ``align``: the projectors only (encoders and LLM frozen: InstructMol / PRESTO stage 1). For a
-  ``DualEncoder``: the projection heads and ``logit_scale`` (SAIL-style alignment of two frozen towers).
+  ``DualEncoder``: the projection heads, ``logit_scale`` and a sigmoid loss's ``logit_bias`` (SAIL-style
+  alignment of two frozen towers).
 - ``instruct``: the projectors plus LoRA adapters on ``model.language_model`` (peft; a causal LM or an
-  encoder–decoder, as ``model.lora_task_type`` says).
+  encoder–decoder, as ``model.lora_task_type`` says), or with ``adapter="loramoe"`` LoRAMoE layers
+  (``zoo.training.loramoe``), whose balance loss the objective adds (``model.training_penalty``), or with
+  ``adapter="olora"`` a new task's adapter kept orthogonal to the earlier tasks' (``zoo.training.olora``).
 - ``head``: a ``Predictor``'s property head only (the encoder frozen: a linear probe when the head is linear).
 - ``full``: every parameter.
 
@@ -117,6 +120,8 @@ def apply_stage(model: nn.Module, config: TrainingConfig) -> int:
             model.logit_scale.requires_grad_(True)
             if model.text_logit_scale is not None:  # CLAP's text -> item temperature
                 model.text_logit_scale.requires_grad_(True)
+            if model.logit_bias is not None:  # a sigmoid loss's bias (SigLIP)
+                model.logit_bias.requires_grad_(True)
         else:
             model.projectors.requires_grad_(True)
         for modality, encoder in encoders.items():
@@ -124,8 +129,7 @@ def apply_stage(model: nn.Module, config: TrainingConfig) -> int:
     _keep_frozen(model, config.frozen)
     if config.gradient_checkpointing:
         _enable_gradient_checkpointing(model, encoders)
-    if config.stage == "instruct":
-        add_lora(model, config)
+    model.training_penalty = add_adapter(model, config) if config.stage == "instruct" else None
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if not trainable:
         raise TrainingError(f"stage {config.stage!r} leaves nothing to train in this model (no projection or head weights)")
@@ -179,6 +183,44 @@ def add_lora(model: nn.Module, config: TrainingConfig) -> None:
             f"LoRA could not be added to the language model ({err}); set lora_target_modules, e.g. "
             "['q_proj', 'v_proj'] or 'all-linear'"
         ) from err
+
+
+def add_loramoe(model: nn.Module, config: TrainingConfig) -> Any:
+    """LoRAMoE layers on the language model's ``lora_target_modules`` (default ``q_proj``, ``v_proj``); returns
+    the balance-loss penalty for the objective (``None`` at weight 0)."""
+    from zoo.training.loramoe import BalancePenalty, apply_loramoe
+
+    try:
+        apply_loramoe(model, config.lora_target_modules or ("q_proj", "v_proj"), num_experts=config.loramoe_experts,
+                      r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, top_k=config.loramoe_top_k,
+                      within="language_model", freeze_others=False)
+    except ValueError as err:
+        raise TrainingError(f"LoRAMoE could not be added to the language model ({err}); set lora_target_modules "
+                            "to names of its linear layers") from err
+    return BalancePenalty(config.loramoe_balance_weight) if config.loramoe_balance_weight > 0 else None
+
+
+def add_olora(model: nn.Module, config: TrainingConfig) -> Any:
+    """A new O-LoRA task adapter on the language model's ``lora_target_modules`` (default ``q_proj``, ``v_proj``);
+    returns the orthogonality + L2 penalty for the objective."""
+    from zoo.training.olora import OrthogonalityPenalty, apply_olora
+
+    try:
+        apply_olora(model, config.lora_target_modules or ("q_proj", "v_proj"), r=config.lora_r,
+                    alpha=config.lora_alpha, dropout=config.lora_dropout, within="language_model")
+    except ValueError as err:
+        raise TrainingError(f"O-LoRA could not be added to the language model ({err}); set lora_target_modules "
+                            "to names of its linear layers") from err
+    return OrthogonalityPenalty(config.olora_lambda1, config.olora_lambda2)
+
+
+ADAPTER_FUNCTIONS = {"lora": add_lora, "loramoe": add_loramoe, "olora": add_olora}  # config.adapter -> what adds it
+
+
+def add_adapter(model: nn.Module, config: TrainingConfig) -> Any:
+    """The instruct stage's adapter (``config.adapter``) on the language model; returns the penalty the objective
+    adds for it (a callable ``(model, attention_mask) -> loss``), or ``None``."""
+    return ADAPTER_FUNCTIONS[config.adapter](model, config)
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
