@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import zoo
-from zoo.evaluation.runners import answer_log_likelihoods
+from zoo.evaluation.runners import answer_log_likelihoods, build_options, score_options
 
 OPTIONS = ["red", "green", "blue", "yellow"]
 
@@ -67,24 +67,32 @@ def generation(model, prompts, images, batch_size: int, max_new_tokens: int) -> 
 
 
 def multiple_choice(model, prompts, images, batch_size: int) -> dict[str, float]:
-    def score(ps: list[str], ims: list[list[np.ndarray]]) -> torch.Tensor:
-        flat_prompts = [p for p in ps for _ in OPTIONS]
-        flat_images = [im for im in ims for _ in OPTIONS]
-        batch = model.processor(flat_prompts, {"image": flat_images}, targets=OPTIONS * len(ps))
-        with torch.no_grad():
-            return answer_log_likelihoods(model, batch)[0].view(len(ps), len(OPTIONS))
+    """Batched: ``batch_size`` questions at a time through the evaluation's option scoring (a causal LM runs each
+    question once and its options on the question's KV cache). Loop: one question at a time, each option a full
+    prompt-and-answer row, as scoring worked before sharing."""
 
     def batched() -> torch.Tensor:
-        step = max(1, batch_size // len(OPTIONS))
-        return torch.cat([score(prompts[i : i + step], images[i : i + step]) for i in range(0, len(prompts), step)])
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            ps, ims = prompts[i : i + batch_size], images[i : i + batch_size]
+            ll, counts = score_options(model, build_options(model, ps, {"image": ims}, [OPTIONS] * len(ps)))
+            out.append(torch.stack([ll, counts.to(ll.dtype)], -1).view(len(ps), len(OPTIONS), 2))
+        return torch.cat(out)
 
     def loop() -> torch.Tensor:
-        return torch.cat([score([p], [im]) for p, im in zip(prompts, images, strict=True)])
+        out = []
+        for p, im in zip(prompts, images, strict=True):
+            batch = model.processor([p] * len(OPTIONS), {"image": [im] * len(OPTIONS)}, targets=OPTIONS)
+            with torch.no_grad():
+                ll, counts = answer_log_likelihoods(model, batch.to(model.device))
+            out.append(torch.stack([ll, counts.to(ll.dtype)], -1).view(1, len(OPTIONS), 2))
+        return torch.cat(out)
 
     t_batched, ll_batched = _timed(batched)
     t_loop, ll_loop = _timed(loop)
     torch.testing.assert_close(ll_batched, ll_loop, rtol=1e-4, atol=1e-4)
-    assert torch.equal(ll_batched.argmax(1), ll_loop.argmax(1)), "batched scoring changed a chosen option"
+    for scores in (lambda s: s[..., 0], lambda s: s[..., 0] / s[..., 1]):  # raw and length-normalised
+        assert torch.equal(scores(ll_batched).argmax(1), scores(ll_loop).argmax(1)), "batching changed a chosen option"
     return {"batched": len(prompts) / t_batched, "loop": len(prompts) / t_loop}
 
 

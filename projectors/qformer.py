@@ -15,6 +15,12 @@ cross-attention on layers ``i % cross_attention_frequency == 0``), so transforme
 it by renaming (``zoo.converters.blip2``). Two fields match that layout without changing the default: there the
 encoder-token LayerNorm is the vision tower's own ``post_layernorm`` (``input_norm: false``), and the learned
 queries are stored as ``[1, num_queries, hidden_size]`` (``batched_queries: true``).
+
+InstructBLIP's Q-Former also reads the instruction (``text_vocab_size > 0``): its tokens get BERT word + position
+embeddings and share the queries' LayerNorm, queries and text attend to each other in self-attention, only the
+queries cross-attend to the encoder tokens, the text positions have their own feed-forward (``intermediate``/
+``output`` in transformers), and only the query outputs leave the projector. The processor gives the text as
+``text_ids``/``text_mask`` (``zoo.processing``); with ``text_vocab_size: 0`` (the default) nothing changes.
 """
 
 from __future__ import annotations
@@ -60,7 +66,8 @@ class QFormerConfig(ProjectorConfig):
     in BLIP-2's ``ln_vision`` (transformers' ``Blip2VisionModel`` after its ``post_layernorm``).
     ``batched_queries: true`` stores the learned queries as ``[1, num_queries, hidden_size]``, the shape
     transformers' BLIP-2 checkpoints hold; the default ``[num_queries, hidden_size]`` keeps saved zoo models
-    loading. Neither changes anything else.
+    loading. Neither changes anything else. ``text_vocab_size > 0`` makes it InstructBLIP's Q-Former, which also
+    reads the prompt's text (up to ``text_max_positions`` tokens of the projector's tokenizer).
     """
 
     num_queries: int = 32
@@ -72,10 +79,17 @@ class QFormerConfig(ProjectorConfig):
     dropout: float = 0.1
     input_norm: bool = True
     batched_queries: bool = False
+    text_vocab_size: int = 0
+    text_max_positions: int = 512
 
     def __post_init__(self) -> None:
         if self.num_queries < 1:
             raise ValueError(f"qformer field 'num_queries' must be >= 1, got {self.num_queries}")
+        if self.text_vocab_size < 0 or self.text_max_positions < 1:
+            raise ValueError(
+                f"qformer fields 'text_vocab_size' (>= 0, 0: no text input) and 'text_max_positions' (>= 1) got "
+                f"{self.text_vocab_size} and {self.text_max_positions}"
+            )
         _check_qformer_fields(self, "qformer")
 
     def num_tokens(self, n_in: int) -> int:
@@ -160,9 +174,14 @@ class QFormerLayer(nn.Module):
         intermediate_size: int,
         dropout: float,
         cross_attention: bool,
+        reads_text: bool = False,
     ) -> None:
         super().__init__()
         self.self_attention = QFormerAttention(hidden_size, hidden_size, num_heads, dropout)
+        if reads_text:  # the text positions' own feed-forward (transformers' intermediate/output)
+            self.text_intermediate = nn.Sequential(nn.Linear(hidden_size, intermediate_size), nn.GELU())
+            self.text_output = nn.Linear(intermediate_size, hidden_size)
+            self.text_norm = nn.LayerNorm(hidden_size, eps=_BERT_LN_EPS)
         self.cross_attention = (
             QFormerAttention(hidden_size, encoder_width, num_heads, dropout) if cross_attention else None
         )
@@ -172,12 +191,23 @@ class QFormerLayer(nn.Module):
         self.norm = nn.LayerNorm(hidden_size, eps=_BERT_LN_EPS)
 
     def forward(
-        self, queries: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
-    ) -> torch.Tensor:
-        queries = self.self_attention(queries, queries, None)
+        self,
+        queries: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        text: torch.Tensor | None = None,
+        self_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Queries (and the text tokens beside them, ``self_mask`` over both) -> the layer's outputs for each."""
+        if text is not None:
+            both = self.self_attention(torch.cat([queries, text], 1), torch.cat([queries, text], 1), self_mask)
+            queries, text = both[:, : queries.shape[1]], both[:, queries.shape[1] :]
+            text = self.text_norm(self.dropout(self.text_output(self.text_intermediate(text))) + text)
+        else:
+            queries = self.self_attention(queries, queries, None)
         if self.cross_attention is not None:
             queries = self.cross_attention(queries, context, context_mask)
-        return self.norm(self.dropout(self.output(self.intermediate(queries))) + queries)
+        return self.norm(self.dropout(self.output(self.intermediate(queries))) + queries), text
 
 
 class QFormer(nn.Module):
@@ -194,6 +224,10 @@ class QFormer(nn.Module):
         super().__init__()
         shape = (1, num_queries, config.hidden_size) if batched_queries else (num_queries, config.hidden_size)
         self.query_tokens = nn.Parameter(torch.empty(shape))
+        reads_text = getattr(config, "text_vocab_size", 0) > 0
+        if reads_text:
+            self.text_embeddings = nn.Embedding(config.text_vocab_size, config.hidden_size)
+            self.text_positions = nn.Embedding(config.text_max_positions, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=_BERT_LN_EPS)
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(
@@ -204,16 +238,29 @@ class QFormer(nn.Module):
                 config.intermediate_size,
                 config.dropout,
                 cross_attention=i % config.cross_attention_every == 0,
+                reads_text=reads_text,
             )
             for i in range(config.num_layers)
         )
         self.apply(_bert_init)
         nn.init.normal_(self.query_tokens, std=_BERT_INIT_STD)
 
-    def forward(self, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        text_ids: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The query outputs; ``text_ids``/``text_mask`` (a text-reading Q-Former only) join self-attention."""
         queries = self.dropout(self.norm(self.query_tokens).expand(context.shape[0], -1, -1))
+        text, self_mask = None, None
+        if text_ids is not None and text_mask is not None:
+            positions = torch.arange(text_ids.shape[1], device=text_ids.device)
+            text = self.dropout(self.norm(self.text_embeddings(text_ids) + self.text_positions(positions)))
+            self_mask = torch.cat([text_mask.new_ones(queries.shape[:2]), text_mask], 1).bool()
         for layer in self.layers:
-            queries = layer(queries, context, context_mask)
+            queries, text = layer(queries, context, context_mask, text, self_mask)
         return queries
 
 
@@ -235,10 +282,28 @@ class QFormerProjector(Projector):
         self.qformer = QFormer(config, in_dim, config.num_queries, config.batched_queries)
         self.language_projection = nn.Linear(config.hidden_size, out_dim)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def reads_text(self) -> bool:
+        """Whether forward needs the prompt's text (``text_ids``/``text_mask``, one row per item)."""
+        return self.config.text_vocab_size > 0
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        text_ids: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         check_projector_input(tokens, mask, self.in_dim)
         require_nonempty(mask, "qformer")
-        out = self.language_projection(self.qformer(self.input_norm(tokens), mask))
+        if self.reads_text != (text_ids is not None and text_mask is not None):
+            raise ValueError(
+                "this qformer reads the prompt's text: give text_ids and text_mask (model.processor does)"
+                if self.reads_text else "this qformer reads no text (text_vocab_size 0); drop text_ids/text_mask"
+            )
+        if text_ids is not None and text_ids.shape[0] != tokens.shape[0]:
+            raise ValueError(f"text_ids has {text_ids.shape[0]} rows for {tokens.shape[0]} items; give one per item")
+        out = self.language_projection(self.qformer(self.input_norm(tokens), mask, text_ids, text_mask))
         return out, mask.new_ones(out.shape[:2])
 
 

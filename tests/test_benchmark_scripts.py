@@ -129,3 +129,25 @@ def test_family_overhead_benchmark_prints_both_calls_of_every_family() -> None:
         assert float(forward[0].split("max|dlogit|")[1]) < 1e-4, forward[0]
         assert generate[0].endswith("same tokens: True"), generate[0]
     assert lines[-1].startswith("target: zoo / reference <= 1.05"), result.stdout
+
+
+def test_forgetting_benchmark_prints_one_row_per_method() -> None:
+    """Every method gets a row whose forgetting is A before - A after; the merges at ratio 0 and 1 are the A model
+    and the sequential LoRA model, so they must score exactly what those do."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "forgetting.py"), "--quick", "--alphas", "0,1"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("method "))
+    table = {line[:14].strip(): [float(cell) for cell in line[14:].split()] for line in lines[header + 1:-2]}
+    assert list(table) == ["lora", "loramoe", "olora", "hma a=0", "hma a=1"], result.stdout
+    for method, (before, after, forgetting, b_score) in table.items():
+        assert forgetting == pytest.approx(before - after, abs=1.5e-3), f"{method}: {result.stdout}"
+        assert all(0.0 <= score <= 1.0 for score in (before, after, b_score)), f"{method}: {result.stdout}"
+    lora = table["lora"]
+    assert table["hma a=0"][1] == lora[0], result.stdout  # the A model scores its own A score
+    assert table["hma a=1"][1:] == lora[1:], result.stdout  # the sequential model's A after, forgetting, B
+    assert lines[-2].startswith("run time: "), result.stdout
+    assert lines[-1].startswith("target "), result.stdout

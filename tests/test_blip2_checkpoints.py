@@ -38,7 +38,7 @@ BLIP2_OPT_27B_CONFIG = {
 @pytest.fixture(scope="module")
 def tiny_blip2(tmp_path_factory):
     """A tiny Blip2ForConditionalGeneration saved like Salesforce/blip2-opt-2.7b: sharded safetensors, its
-    tokenizer (with ``<image>``), its BLIP image processor. Every weight is perturbed away from its
+    tokenizer (with ``<image>``, adding BOS as OPT's does), its BLIP image processor. Every weight is perturbed away from its
     initialisation (zero queries, unit LayerNorms, a 1e-10 vision init), so a weight loaded into the wrong place
     or left out changes the logits."""
     from transformers import (
@@ -55,6 +55,7 @@ def tiny_blip2(tmp_path_factory):
     root = tmp_path_factory.mktemp("blip2")
     tokenizer = load_tokenizer("bundled:tiny-bpe")
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tokenizer.add_bos_token = True  # as OPT's tokenizer does: Blip2Processor's text then starts with BOS
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
            "pad_token_id": tokenizer.pad_token_id}
     config = Blip2Config(
@@ -124,22 +125,46 @@ def test_a_left_padded_batch_generates_as_transformers_does(tiny_blip2):
     assert generated.tolist() == expected[:, inputs["input_ids"].shape[1]:].tolist()
 
 
-def test_transformers_own_processor_layout_gives_the_same_logits(tiny_blip2):
-    """transformers' Blip2Processor puts the query placeholders before the text's BOS; given those ids, the zoo
-    model computes what transformers does (the zoo processor's own layout puts BOS first, see the card)."""
+def test_the_zoo_processor_lays_out_a_prompt_as_transformers_blip2_processor_does(tiny_blip2):
+    """Blip2Processor puts the query placeholders before the text's BOS; the blip-2 spec's
+    ``bos_after_leading_placeholders`` makes the zoo processor give the same ids, mask and pixels, hence the same
+    logits. A prompt that opens with text keeps BOS first."""
     from transformers import Blip2Processor, BlipImageProcessor
 
     root, reference, tokenizer = tiny_blip2
     model = zoo.load(f"hf:{root}")
+    assert model.spec.bos_after_leading_placeholders is True
+    text = "Question: what is it? Answer:"
     theirs = Blip2Processor(BlipImageProcessor.from_pretrained(root), tokenizer, num_query_tokens=NUM_QUERIES)
-    inputs = theirs(images=[image(4)], text=["Question: what is it? Answer:"], return_tensors="pt")
-    assert inputs["input_ids"][0, :NUM_QUERIES].tolist() == [reference.config.image_token_index] * NUM_QUERIES
-    ours = model.processor(["<image>"], {"image": [[image(4)]]})["modality_inputs"]
-    torch.testing.assert_close(ours["image"]["pixel_values"], inputs["pixel_values"])
+    inputs = theirs(images=[image(4)], text=[text], return_tensors="pt")
+    assert inputs["input_ids"][0, :NUM_QUERIES + 1].tolist() == (
+        [reference.config.image_token_index] * NUM_QUERIES + [tokenizer.bos_token_id])
+    ours = model.processor([f"<image>{text}"], {"image": [[image(4)]]})
+    torch.testing.assert_close(ours["input_ids"], inputs["input_ids"])
+    torch.testing.assert_close(ours["attention_mask"], inputs["attention_mask"])
+    torch.testing.assert_close(ours["modality_inputs"]["image"]["pixel_values"], inputs["pixel_values"])
     with torch.no_grad():
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                       modality_inputs=ours).logits
-        torch.testing.assert_close(logits, reference(**inputs).logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(model(**ours).logits, reference(**inputs).logits, atol=1e-4, rtol=1e-4)
+    opens_with_text = model.processor([f"{text}<image>"], {"image": [[image(4)]]})["input_ids"][0]
+    assert opens_with_text[0] == tokenizer.bos_token_id and opens_with_text[-1] == reference.config.image_token_index
+
+
+def test_bos_stays_first_unless_the_spec_asks_otherwise(tiny_blip2):
+    from zoo.spec import spec_from_dict, spec_to_dict
+
+    root, _, tokenizer = tiny_blip2
+    model = zoo.load(f"hf:{root}")
+    default = spec_from_dict({**spec_to_dict(model.spec), "bos_after_leading_placeholders": False})
+    assert default.bos_after_leading_placeholders is False
+    processor = model.processor
+    processor.bos_after_leading_placeholders = False
+    try:
+        ids = processor(["<image>a photo of"], {"image": [[image(4)]]})["input_ids"][0]
+    finally:
+        processor.bos_after_leading_placeholders = True
+    assert ids[0] == tokenizer.bos_token_id and ids[1] == processor.placeholder_ids["image"]
+    with pytest.raises(SpecError, match="bos_after_leading_placeholders must be true or false"):
+        spec_from_dict({**spec_to_dict(model.spec), "bos_after_leading_placeholders": "yes"})
 
 
 def test_the_blip2_opt_27b_config_resolves_to_the_cards_spec():

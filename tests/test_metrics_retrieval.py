@@ -158,3 +158,31 @@ def test_bad_positives_are_explained(positives, message: str) -> None:
 def test_dimension_mismatch_is_explained() -> None:
     with pytest.raises(ValueError, match="dimension 3 but gallery has 2"):
         retrieval_metrics(torch.ones(2, 3), GALLERY, [[0], [1]])
+
+
+@pytest.mark.parametrize("tile_elements", [1, 3, 8])
+def test_ranks_exact_across_cache_tiles(monkeypatch, tile_elements: int) -> None:
+    """Tiny count tiles put tied items before, inside and after the positive's tile: ranks still match."""
+    import tasks.metrics.retrieval as retrieval
+
+    monkeypatch.setattr(retrieval, "_TILE_ELEMENTS", tile_elements)
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randint(-2, 3, (9, 2), generator=gen).float()
+    g = torch.randint(-2, 3, (23, 2), generator=gen).float()  # 23 items over 25 values: many exact ties
+    positives = [[(3 * i) % 23, (3 * i + 11) % 23] for i in range(9)]
+    orders = _dense_ranks(q, g)
+    expected = [[order.index(p) + 1 for p in pos] for order, pos in zip(orders, positives, strict=True)]
+    for chunk in (1, 4, 9):
+        assert positive_ranks(q, g, positives, chunk_size=chunk) == expected
+
+
+def test_float_ranks_match_dense_matrix_ranks() -> None:
+    """On float embeddings the ranks equal those read off the full score matrix with the same tie rule."""
+    from tasks.metrics import ranks_lower_index_wins
+
+    gen = torch.Generator().manual_seed(2)
+    g = torch.nn.functional.normalize(torch.randn(700, 32, generator=gen), dim=1)
+    q = torch.nn.functional.normalize(g[:300] + torch.randn(300, 32, generator=gen), dim=1)
+    positives = [[i] for i in range(300)]
+    dense = ranks_lower_index_wins(q @ g.T, torch.arange(300)).tolist()
+    assert [r for (r,) in positive_ranks(q, g, positives, chunk_size=64)] == dense

@@ -28,6 +28,7 @@ HUB_CARDS = {
     "clap-htsat-unfused": "laion/clap-htsat-unfused",
     "encodec-24khz": "facebook/encodec_24khz",
     "llava-1.5-7b": "llava-hf/llava-1.5-7b-hf",
+    "molformer-xl-both-10pct": "ibm-research/MoLFormer-XL-both-10pct",
     "openclip-vit-b-32-laion2b": "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
     "openclip-vit-b-32-openai": "timm/vit_base_patch32_clip_224.openai",
     "qwen2-audio-7b-instruct": "Qwen/Qwen2-Audio-7B-Instruct",

@@ -110,6 +110,8 @@ def _build_multimodal_lm(
         {m: _processor_for(e, m, saved_dir) for m, e in encoders.items()},
         {m: config for m, (_, config) in projector_classes.items()},
         {m: spec.placeholder(m) for m in encoders},
+        bos_after_leading_placeholders=spec.bos_after_leading_placeholders,
+        projector_tokenizers={m: _projector_tokenizer(t, m, saved_dir) for m, t in spec.projector_tokenizers.items()},
     )
     language_model = backbone_cls.build(backbone_config, vocab_size=len(tokenizer), load_pretrained=load_pretrained)
     width = language_model.get_input_embeddings().embedding_dim
@@ -117,6 +119,17 @@ def _build_multimodal_lm(
         m: cls(config, encoders[m].hidden_size, width) for m, (cls, config) in projector_classes.items()
     }
     return family(spec, encoders, projectors, language_model, processor)
+
+
+def _projector_tokenizer(source: Mapping[str, str], modality: str, saved_dir: Path | None) -> Any:
+    """The tokenizer of a projector that reads the prompt (the saved copy when the model was saved)."""
+    from transformers import AutoTokenizer
+
+    saved = saved_dir / "projector_tokenizers" / modality if saved_dir is not None else None
+    if saved is not None and saved.is_dir():
+        return AutoTokenizer.from_pretrained(str(saved))
+    return AutoTokenizer.from_pretrained(source["path"], revision=source.get("revision"),
+                                         subfolder=source.get("subfolder", ""))
 
 
 def _processor_for(encoder: Any, modality: str, saved_dir: Path | None) -> Any:

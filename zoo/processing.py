@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 IGNORE_INDEX = -100
+PROJECTOR_TEXT_KEYS = ("text_ids", "text_mask")  # an item's prompt text, for a projector that reads it
 
 
 class PlaceholderCountError(ValueError):
@@ -60,8 +61,12 @@ class MultimodalProcessor:
         modality_processors: Mapping[str, Any],
         projector_configs: Mapping[str, Any],
         placeholders: Mapping[str, str],
+        bos_after_leading_placeholders: bool = False,
+        projector_tokenizers: Mapping[str, Any] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.bos_after_leading_placeholders = bos_after_leading_placeholders
+        self.projector_tokenizers = dict(projector_tokenizers or {})
         self.modality_processors = dict(modality_processors)
         self.projector_configs = dict(projector_configs)
         self.placeholders = {m: placeholders[m] for m in self.modality_processors}
@@ -96,12 +101,15 @@ class MultimodalProcessor:
         """The LM tokenizer (with placeholders) to ``tokenizer/``, modality tokenizers to ``tokenizers/<m>/``."""
         self.tokenizer.save_pretrained(Path(directory) / "tokenizer")
         save_modality_tokenizers(self.modality_processors, directory)
+        for modality, tokenizer in self.projector_tokenizers.items():
+            tokenizer.save_pretrained(Path(directory) / "projector_tokenizers" / modality)
 
     def _process_items(
-        self, items: Mapping[str, Sequence[Sequence[Any]]], batch_size: int
+        self, items: Mapping[str, Sequence[Sequence[Any]]], prompts: Sequence[str]
     ) -> tuple[dict[str, Any], dict[str, list[list[int]]]]:
         import torch
 
+        batch_size = len(prompts)
         modality_inputs: dict[str, Any] = {}
         counts: dict[str, list[list[int]]] = {}
         for modality, per_sample in items.items():
@@ -134,14 +142,27 @@ class MultimodalProcessor:
                 **processed.inputs,
                 "items_per_sample": torch.tensor([len(s) for s in per_sample], dtype=torch.long),
                 "tokens_per_item": torch.tensor(per_item, dtype=torch.long),
+                **self._projector_text(modality, [prompts[i] for i, _ in owner]),
             }
             counts[modality] = [[] for _ in range(batch_size)]
             for (i, _), n in zip(owner, per_item, strict=True):
                 counts[modality][i].append(n)
         return modality_inputs, counts
 
+    def _projector_text(self, modality: str, prompts: Sequence[str]) -> dict[str, Any]:
+        """For a projector with a tokenizer: each item's prompt, placeholders removed, as ``text_ids``/
+        ``text_mask`` (the instruction InstructBLIP's Q-Former reads); nothing for any other projector."""
+        tokenizer = self.projector_tokenizers.get(modality)
+        if tokenizer is None:
+            return {}
+        encoded = tokenizer([self._split.sub("", p) for p in prompts], padding=True, return_tensors="pt")
+        return dict(zip(PROJECTOR_TEXT_KEYS, (encoded["input_ids"], encoded["attention_mask"].bool()), strict=True))
+
     def _prompt_ids(self, i: int, prompt: str, counts: dict[str, list[list[int]]]) -> list[int]:
-        ids: list[int] = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
+        """One prompt's ids: placeholders expanded, the tokenizer's BOS first (or, with
+        ``bos_after_leading_placeholders``, after the placeholder tokens that open the prompt)."""
+        ids: list[int] = []
+        bos_at = 0
         used = dict.fromkeys(self.placeholders, 0)
         for part in self._split.split(prompt):
             if part in self._modality_of:
@@ -154,6 +175,8 @@ class MultimodalProcessor:
                     )
                 ids.extend([self.placeholder_ids[modality]] * sample_counts[k])
                 used[modality] += 1
+                if self.bos_after_leading_placeholders and bos_at == len(ids) - sample_counts[k]:
+                    bos_at = len(ids)  # still in the opening run of placeholders
             elif part:
                 ids.extend(self.tokenizer(part, add_special_tokens=False)["input_ids"])
         for modality, n_used in used.items():
@@ -163,6 +186,8 @@ class MultimodalProcessor:
                     f"prompt {i} has {n_used} {self.placeholders[modality]} placeholder(s) but {n_items} "
                     f"{modality} item(s); put one placeholder in the prompt for each item"
                 )
+        if self.tokenizer.bos_token_id is not None:
+            ids.insert(bos_at, self.tokenizer.bos_token_id)
         return ids
 
     def _answer_ids(self, target: str) -> list[int]:
@@ -198,7 +223,7 @@ class MultimodalProcessor:
             raise ValueError(f"{len(targets)} targets for {len(prompts)} prompts")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        modality_inputs, counts = self._process_items(items or {}, len(prompts))
+        modality_inputs, counts = self._process_items(items or {}, prompts)
         rows = [
             self._layout(self._prompt_ids(i, prompt, counts), None if targets is None else self._answer_ids(targets[i]))
             for i, prompt in enumerate(prompts)

@@ -64,6 +64,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "t5": "zoo.converters.t5:t5_key_map",
         "llava-next": "zoo.converters.llava_next:llava_next_key_map",
         "qwen2-audio": "zoo.converters.qwen2_audio:qwen2_audio_key_map",
+        "instructblip": "zoo.converters.instructblip:instructblip_key_map",
     },
     # transformers checkpoints loadable as ``hf:org/repo``: config.json ``model_type`` -> the builder that turns
     # that config into a zoo spec and a key map (zoo.converters.families)
@@ -73,6 +74,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "t5": "zoo.converters.t5:t5_family",
         "llava_next": "zoo.converters.llava_next:llava_next_family",
         "qwen2_audio": "zoo.converters.qwen2_audio:qwen2_audio_family",
+        "instructblip": "zoo.converters.instructblip:instructblip_family",
     },
 }
 

@@ -106,6 +106,14 @@ class MultimodalLMSpec:
     """Encoders -> projectors -> a language model (causal, or encoder–decoder with ``hf-seq2seq-lm``); one
     placeholder token per modality in the prompt.
 
+    ``bos_after_leading_placeholders`` puts the tokenizer's BOS after the placeholders that open a prompt instead
+    of before them (``<image>x32, BOS, text``): the layout BLIP-2 was trained on and transformers'
+    ``Blip2Processor`` builds. Prompts that open with text are unchanged; off, BOS always comes first.
+
+    ``projector_tokenizers[m]`` (``{path, revision, subfolder}``) names the tokenizer of a projector that reads
+    the prompt's text (InstructBLIP's Q-Former, ``qformer_tokenizer/``): the processor gives each ``m`` item
+    the text of its prompt, placeholders removed, tokenized by it.
+
     An encoder–decoder may stand alone, ``encoders: {}`` and ``projectors: {}``: a text-to-text model (T5,
     MolT5) whose prompt is its encoder's input. A causal LM always has at least one modality encoder."""
 
@@ -115,6 +123,8 @@ class MultimodalLMSpec:
     tokenizer: TokenizerSpec
     placeholders: dict[str, str] = field(default_factory=dict)
     seed: int = 0
+    bos_after_leading_placeholders: bool = False
+    projector_tokenizers: dict[str, dict[str, str]] = field(default_factory=dict)
     type: str = "multimodal-lm"
 
     TEXT_ONLY_BACKBONES: ClassVar[tuple[str, ...]] = ("hf-seq2seq-lm",)
@@ -130,6 +140,12 @@ class MultimodalLMSpec:
                 f"every encoder needs a projector and vice versa: encoders {sorted(self.encoders)}, "
                 f"projectors {sorted(self.projectors)}"
             )
+        for modality, tokenizer in self.projector_tokenizers.items():
+            if modality not in self.projectors:
+                raise SpecError(f"spec.projector_tokenizers.{modality}: no projector for {modality!r}")
+            _check_keys(tokenizer, list(_PROJECTOR_TOKENIZER_KEYS), f"spec.projector_tokenizers.{modality}", ["path"])
+            if not all(isinstance(v, str) for v in tokenizer.values()):
+                raise SpecError(f"spec.projector_tokenizers.{modality}: path, revision and subfolder are strings")
         for modality in self.encoders:
             if modality not in self.placeholders and modality not in DEFAULT_PLACEHOLDERS:
                 raise SpecError(f"no placeholder token for modality {modality!r}; set spec.placeholders")
@@ -148,7 +164,21 @@ class MultimodalLMSpec:
             tokenizer=TokenizerSpec.from_dict(data["tokenizer"], "spec.tokenizer"),
             placeholders=dict(data.get("placeholders") or {}),
             seed=int(data.get("seed", 0)),
+            bos_after_leading_placeholders=_flag(data, "bos_after_leading_placeholders"),
+            projector_tokenizers={m: dict(_mapping(t, f"spec.projector_tokenizers.{m}"))
+                                  for m, t in _mapping(data.get("projector_tokenizers"), "spec.projector_tokenizers").items()},
         )
+
+
+_PROJECTOR_TOKENIZER_KEYS = ("path", "revision", "subfolder")
+
+
+def _flag(data: Mapping[str, Any], name: str) -> bool:
+    """An optional boolean spec field (absent: false); anything but true/false is refused, not coerced."""
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise SpecError(f"spec.{name} must be true or false, got {value!r}")
+    return value
 
 
 def _mapping(data: Any, where: str) -> dict[str, Any]:

@@ -35,7 +35,9 @@ from encoders.image.io import load_image
 
 FEATURE_SELECT_STRATEGIES: tuple[str, ...] = ("default", "full")
 # Vision configs AutoModel does not map -> the transformers class that is that tower.
-TOWER_CLASSES: dict[str, str] = {"blip_2_vision_model": "Blip2VisionModel"}
+TOWER_CLASSES: dict[str, str] = {
+    "blip_2_vision_model": "Blip2VisionModel", "instructblip_vision_model": "InstructBlipVisionModel",
+}
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,22 @@ Two feature maps ``phi``:
   features, as in IBM's released MoLFormer-XL checkpoints. ``W`` is a fixed buffer (we never redraw it),
   so a loaded checkpoint behaves deterministically.
 
-:func:`molformer_key_map` renames the keys of IBM's Hugging Face port (``ibm/MoLFormer-XL-both-10pct``,
-``modeling_molformer.py``) onto this module; :func:`load_molformer_weights` loads them strictly. IBM's
-tokenizer (its own vocabulary and ``<bos>``/``<eos>`` specials) is not reproduced here: our processor uses a
-BERT-format ``vocab.txt`` with the SMILES regex.
+:func:`molformer_key_map` renames the keys of IBM's Hugging Face port (``ibm-research/MoLFormer-XL-both-10pct``,
+``modeling_molformer.py``) onto this module; :func:`load_molformer_weights` loads them strictly. The processor
+reads one of two vocabularies (``vocab_format``): ``bert``, our ``vocab.txt`` with ``[CLS]/[SEP]/[PAD]``; or
+``molformer``, IBM's own (``vocab.json`` or ``tokenizer.json``) with IBM's regex and ``<bos>``/``<eos>``/``<pad>``
+at IBM's ids. The file may come from a checkpoint (``pretrained``: a Hub repo at ``revision``, or a folder), and
+``vocab_sha256`` pins its bytes, so a saved model records exactly which vocabulary it was built with.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -32,20 +36,27 @@ from transformers import PreTrainedTokenizerBase
 from encoders.base import EncoderOutput
 from encoders.pooling import Pooling, check_pooling, pool_tokens
 from encoders.smiles.processor import SmilesProcessor
-from encoders.smiles.tokenizer import SmilesTokenizer
+from encoders.smiles.tokenizer import SmilesTokenizer, molformer_tokenizer, read_molformer_vocab
 
 
 @dataclass(frozen=True)
 class MolFormerConfig:
     """Sizes default to MoLFormer-XL (12 layers, 12 heads, 768-d, 768-d feed-forward, 202 tokens).
 
-    vocab_size must equal the size of ``vocab_file`` (the processor's BERT-format ``vocab.txt``), and
-    pad_token_id its ``[PAD]`` id.
+    vocab_size must equal the size of the vocabulary, and pad_token_id its pad id (``[PAD]``, or IBM's
+    ``<pad>``). ``vocab_file`` is a path, or with ``pretrained`` a file name in that Hub repo (fetched at
+    ``revision``, which a Hub repo needs, as it needs ``vocab_sha256``) or folder; ``vocab_format`` says
+    what it is (see the module docstring). ``pretrained`` gives only the vocabulary: the weights come from
+    a card's weight entry (key map ``molformer``).
     """
 
     vocab_size: int
     vocab_file: str | None = None
     pad_token_id: int = 0
+    vocab_format: Literal["bert", "molformer"] = "bert"
+    pretrained: str | None = None
+    revision: str | None = None
+    vocab_sha256: str | None = None
     hidden_size: int = 768
     num_layers: int = 12
     num_heads: int = 12
@@ -71,6 +82,15 @@ class MolFormerConfig:
             raise ValueError(
                 f"pad_token_id {self.pad_token_id} is outside the vocabulary (size {self.vocab_size})"
             )
+        if self.vocab_format not in _VOCAB_READERS:
+            raise ValueError(f"vocab_format must be one of {sorted(_VOCAB_READERS)}, got {self.vocab_format!r}")
+        if self.pretrained is not None and not Path(self.pretrained).is_dir() and not (
+            self.revision and self.vocab_sha256 and self.vocab_file
+        ):
+            raise ValueError(
+                f"pretrained={self.pretrained!r} is read from the Hub, so give vocab_file, its vocab_sha256 and the "
+                "revision (a 40-hex commit) too; or pass a local folder"
+            )
         if self.max_length < 2:
             raise ValueError(f"max_length must leave room for [CLS] and [SEP], got {self.max_length}")
         check_pooling(self.pooling)
@@ -80,20 +100,47 @@ class MolFormerConfig:
         return min(size, self.max_length)
 
 
+# vocab_format -> (vocabulary file, max_length) -> transformers tokenizer
+_VOCAB_READERS = {
+    "bert": lambda path, length: SmilesTokenizer.from_file(path).to_transformers(length),
+    "molformer": lambda path, length: molformer_tokenizer(read_molformer_vocab(path), length),
+}
+
+
+def vocab_path(config: MolFormerConfig) -> Path:
+    """The local vocabulary file of ``config`` (downloaded into the Hugging Face cache when ``pretrained`` is a
+    Hub repo), its bytes checked against ``vocab_sha256`` when the config gives one."""
+    if config.vocab_file is None:
+        raise ValueError("MolFormerProcessor needs config.vocab_file (write one with SmilesTokenizer.save)")
+    if config.pretrained is None:
+        path = Path(config.vocab_file)
+    elif Path(config.pretrained).is_dir():
+        path = Path(config.pretrained) / config.vocab_file
+    else:
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(config.pretrained, config.vocab_file, revision=config.revision))
+    if config.vocab_sha256 is not None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != config.vocab_sha256.lower():
+            raise ValueError(
+                f"{path} has sha256 {digest}, not the vocab_sha256 {config.vocab_sha256} the config pins; "
+                "fetch the file again at the pinned revision"
+            )
+    return path
+
+
 class MolFormerProcessor(SmilesProcessor):
-    """SMILES strings to ``input_ids``/``attention_mask``: the regex tokenizer over ``config.vocab_file``, or a
-    saved ``transformers`` tokenizer (the one this processor built, reloaded)."""
+    """SMILES strings to ``input_ids``/``attention_mask``: the regex tokenizer over the config's vocabulary
+    (:func:`vocab_path`, ``vocab_format``), or a saved ``transformers`` tokenizer (the one this processor built,
+    reloaded)."""
 
     def __init__(self, config: MolFormerConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> None:
         if tokenizer is None:
-            if config.vocab_file is None:
-                raise ValueError(
-                    "MolFormerProcessor needs config.vocab_file (write one with SmilesTokenizer.save)"
-                )
-            tokenizer = SmilesTokenizer.from_file(config.vocab_file).to_transformers(config.max_length)
+            tokenizer = _VOCAB_READERS[config.vocab_format](vocab_path(config), config.max_length)
         if len(tokenizer) != config.vocab_size or tokenizer.pad_token_id != config.pad_token_id:
             raise ValueError(
-                f"the tokenizer has {len(tokenizer)} tokens with [PAD] at {tokenizer.pad_token_id}, but the config "
+                f"the tokenizer has {len(tokenizer)} tokens with its pad at {tokenizer.pad_token_id}, but the config "
                 f"says vocab_size={config.vocab_size}, pad_token_id={config.pad_token_id}; make them agree"
             )
         super().__init__(tokenizer, config)
@@ -123,7 +170,7 @@ def orthogonal_random_features(dim: int, num_features: int) -> torch.Tensor:
         gaussian = torch.randn(dim, dim)
         directions, _ = torch.linalg.qr(gaussian)
         blocks.append(directions * gaussian.norm(dim=1))
-    return torch.cat(blocks, dim=1)[:, :num_features]
+    return torch.cat(blocks, dim=1)[:, :num_features].clone()  # its own storage, so safetensors can save it
 
 
 class RandomReluFeatureMap(nn.Module):

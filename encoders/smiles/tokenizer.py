@@ -165,3 +165,56 @@ class SmilesTokenizer:
             sep_token=SEP,
             mask_token=MASK,
         )
+
+
+# ---- IBM's MoLFormer vocabulary -----------------------------------------------------------------------------------
+
+# IBM's tokenizer (``tokenization_molformer.py`` of ``ibm-research/MoLFormer-XL-both-10pct``): Schwaller's regex
+# with a single ``>`` (no ``>>`` token) and no ``%(NNN)`` ring bonds, special tokens in angle brackets.
+MOLFORMER_TOKEN_PATTERN: str = (
+    r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|\/|:|~|@|\?|>|\*|\$|\%[0-9]{2}|[0-9])"
+)
+MOLFORMER_SPECIAL_TOKENS: dict[str, str] = {
+    "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>",
+}
+
+
+def read_molformer_vocab(path: str | Path) -> dict[str, int]:
+    """``{token: id}`` from IBM's ``vocab.json`` (that mapping) or ``tokenizer.json`` (its WordLevel
+    ``model.vocab``), checked: every id used once, the special tokens present. Nothing else is read."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"cannot read the MoLFormer vocabulary {path}: {err}") from err
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):  # tokenizer.json
+        if data["model"].get("type") != "WordLevel":
+            raise ValueError(f"{path} is a {data['model'].get('type')!r} tokenizer, not IBM's WordLevel one")
+        data = data["model"].get("vocab")
+    if not isinstance(data, dict) or not all(
+        isinstance(t, str) and type(i) is int and i >= 0 for t, i in data.items()
+    ):
+        raise ValueError(f"{path} is not a {{token: id}} vocabulary (IBM's vocab.json or tokenizer.json)")
+    if sorted(data.values()) != list(range(len(data))):
+        raise ValueError(f"{path}: the ids of its {len(data)} tokens are not 0..{len(data) - 1}, each once")
+    missing = [t for t in MOLFORMER_SPECIAL_TOKENS.values() if t not in data]
+    if missing:
+        raise ValueError(f"{path} lacks IBM's special tokens {missing}; is it a MoLFormer vocabulary?")
+    return dict(data)
+
+
+def molformer_tokenizer(vocab: dict[str, int], model_max_length: int) -> PreTrainedTokenizerFast:
+    """IBM's MoLFormer tokenization as a ``transformers`` fast tokenizer: IBM's regex, ``vocab`` ids as they
+    are, ``<bos> X <eos>``, tokens outside the vocabulary as ``<unk>``."""
+    special = MOLFORMER_SPECIAL_TOKENS
+    backend = Tokenizer(WordLevel(dict(vocab), unk_token=special["unk_token"]))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(MOLFORMER_TOKEN_PATTERN), behavior="isolated")
+    bos, eos = special["bos_token"], special["eos_token"]
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B:1 {eos}:1",
+        special_tokens=[(bos, vocab[bos]), (eos, vocab[eos])],
+    )
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=model_max_length, **special)

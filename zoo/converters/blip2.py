@@ -140,6 +140,7 @@ def blip2_family(config: Mapping[str, Any], pretrained: str, revision: str | Non
     spec = {
         "type": "multimodal-lm",
         "seed": 0,
+        "bos_after_leading_placeholders": True,  # <image>x32, BOS, text: Blip2Processor's (and LAVIS's) layout
         "encoders": {"image": {"type": "hf-vision", "config": {
             "pretrained": pretrained, **pinned, "vision_feature_layer": -1, "feature_select_strategy": "full",
             "post_layernorm": True,

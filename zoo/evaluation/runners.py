@@ -144,37 +144,85 @@ def run_property(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: 
 def answer_log_likelihoods(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of log-probabilities of the answer tokens of each row, and how many answer tokens it has; the model
     pairs its logits with the labels they score (``answer_logits``: shifted for a causal LM, not for a seq2seq)."""
-    logits, targets = model.answer_logits(batch)
+    return _summed_log_likelihoods(*model.answer_logits(batch))
+
+
+def _summed_log_likelihoods(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     logits = logits.float()
     mask = targets != -100
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return (logprobs * mask).sum(-1), mask.sum(-1)
 
 
+@dataclass
+class OptionBatch:
+    """A batch of questions' options to score. ``prompts`` holds each question once and ``continuations`` the token
+    ids of every option, with ``owners`` naming each option's question, when the model shares a prompt's KV cache
+    over its options; otherwise ``prompts`` holds one full prompt-and-option row per option (``continuations``
+    None)."""
+
+    prompts: Any
+    continuations: list[list[int]] | None = None
+    owners: torch.Tensor | None = None
+
+
+def shares_prompt(model: Any) -> bool:
+    """Whether options can reuse their question's KV cache: a causal LM with ``continuation_logits``. An
+    encoder-decoder runs the old path, its encoder once per option."""
+    language_model = getattr(model, "language_model", None)
+    return (hasattr(model, "continuation_logits") and language_model is not None
+            and not language_model.config.is_encoder_decoder)
+
+
+def build_options(
+    model: Any, prompts: Sequence[str], items: dict[str, list[list[Any]]] | None, options: Sequence[Sequence[str]]
+) -> OptionBatch:
+    """Tokenized questions and options (``items[modality][i]``: question ``i``'s items); the option tokens are
+    exactly the answer tokens (and EOS) the processor lays out after a prompt."""
+    flat = [str(o) for opts in options for o in opts]
+    if not shares_prompt(model):
+        repeated = {m: [per for per, opts in zip(per_prompt, options, strict=True) for _ in opts]
+                    for m, per_prompt in (items or {}).items()}
+        flat_prompts = [p for p, opts in zip(prompts, options, strict=True) for _ in opts]
+        return OptionBatch(model.processor(flat_prompts, repeated or None, targets=flat, padding_side="left"))
+    distinct = list(dict.fromkeys(flat))  # benchmarks reuse option texts ("A".."D", yes/no): tokenize each once
+    labels = model.processor([""] * len(distinct), None, targets=distinct, padding_side="right")["labels"]
+    tokens = {text: row[row != -100].tolist() for text, row in zip(distinct, labels, strict=True)}
+    owners = torch.repeat_interleave(torch.arange(len(options)), torch.tensor([len(o) for o in options]))
+    return OptionBatch(model.processor(list(prompts), items, padding_side="left"), [tokens[o] for o in flat], owners)
+
+
+def score_options(model: Any, options: OptionBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-likelihood (sum over the option's tokens and EOS) and token count of every option, flat in order."""
+    batch = options.prompts.to(model.device)
+    with torch.no_grad():
+        if options.continuations is None:
+            return answer_log_likelihoods(model, batch)
+        return _summed_log_likelihoods(*model.continuation_logits(batch, options.continuations, options.owners))
+
+
 def run_multiple_choice(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: int, progress: bool) -> Outcome:
-    """Score each option as the answer to the prompt; predictions are (log-likelihoods, token counts)."""
+    """Score each option as the answer to the prompt; predictions are (log-likelihoods, token counts). A causal
+    LM runs each question once and only the options' tokens on its KV cache, ``batch_size`` questions at a time;
+    otherwise each option is a full row, ``batch_size // 4`` questions at a time."""
     outcome = Outcome()
     bar = _progress(len(rows), f"{task.name}: score options", progress)
 
     check = item_checker(task)
 
-    def build(rs: Sequence[Row]) -> Any:
-        prompts, targets, items = [], [], []
-        for r in rs:
-            options = list(r.fields[task.column("options")])
-            if len(options) < 2:
-                raise ValueError(f"row needs at least two options, got {len(options)}")
-            prompts += [_prompt(task, model, r)] * len(options)
-            targets += [str(o) for o in options]
-            items += [[check(r.fields[task.column("item")])]] * len(options) if task.modality else []
-        return model.processor(prompts, {task.modality: items} if task.modality else None, targets=targets, padding_side="left")
+    def build(rs: Sequence[Row]) -> OptionBatch:
+        options = [list(r.fields[task.column("options")]) for r in rs]
+        for opts in options:
+            if len(opts) < 2:
+                raise ValueError(f"row needs at least two options, got {len(opts)}")
+        items = {task.modality: [[check(r.fields[task.column("item")])] for r in rs]} if task.modality else None
+        return build_options(model, [_prompt(task, model, r) for r in rs], items, options)
 
-    for chunk in chunks(rows, max(1, batch_size // 4)):
+    for chunk in chunks(rows, batch_size if shares_prompt(model) else max(1, batch_size // 4)):
         batch, good, failed = build_isolating(chunk, build)
         _record(outcome, failed, "input")
         if batch is not None:
-            with torch.no_grad():
-                ll, counts = answer_log_likelihoods(model, batch.to(model.device))
+            ll, counts = score_options(model, batch)
             start = 0
             for row in good:
                 n = len(row.fields[task.column("options")])

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from zoo.models.pretrained import PretrainedMixin
-from zoo.processing import MultimodalBatch, MultimodalProcessor, PlaceholderCountError
+from zoo.processing import PROJECTOR_TEXT_KEYS, MultimodalBatch, MultimodalProcessor, PlaceholderCountError
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -40,9 +40,10 @@ class MultimodalLM(PretrainedMixin, nn.Module):
 
     def encode_modality(self, modality: str, inputs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected tokens ``[n_items, M, D_lm]`` and their mask for one modality's processed inputs."""
-        encoder_inputs = {k: v for k, v in inputs.items() if k not in ("items_per_sample", "tokens_per_item")}
-        encoded = self.run_encoder(self.encoders[modality], encoder_inputs)
-        return self.projectors[modality](encoded.tokens, encoded.mask)
+        text = {k: inputs[k] for k in PROJECTOR_TEXT_KEYS if k in inputs}  # for a projector that reads the prompt
+        skip = ("items_per_sample", "tokens_per_item", *PROJECTOR_TEXT_KEYS)
+        encoded = self.run_encoder(self.encoders[modality], {k: v for k, v in inputs.items() if k not in skip})
+        return self.projectors[modality](encoded.tokens, encoded.mask, **text)
 
     def embed_inputs(self, input_ids: torch.Tensor, modality_inputs: Mapping[str, Any] | None) -> torch.Tensor:
         """Token embeddings with each placeholder run replaced by its item's projected features."""
@@ -114,6 +115,55 @@ class MultimodalLM(PretrainedMixin, nn.Module):
         """Logits and the labels they score, aligned (``logits[:, t]`` scores ``targets[:, t]``, -100 off the
         answer), for a batch built with ``targets``: what answer log-likelihoods are computed from."""
         return self(**batch).logits[:, :-1], self.label_targets(batch["labels"])
+
+    @torch.no_grad()
+    def continuation_logits(
+        self, batch: Mapping[str, Any], continuations: Sequence[Sequence[int]], owners: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the tokens they score, aligned as in ``answer_logits``, for token-id continuation ``k`` of
+        prompt ``owners[k]`` of a left-padded prompt batch (built without ``targets``).
+
+        Each prompt (its modality features merged) runs once; its KV cache is repeated over its continuations, so
+        only the continuation tokens run again: multiple-choice options share their question this way. Targets
+        are right-padded with -100."""
+        if self.language_model.config.is_encoder_decoder:
+            raise ValueError("continuation_logits shares a causal LM's prompt cache; score an encoder-decoder with "
+                             "answer_logits on a batch built with targets")
+        mask = batch["attention_mask"]
+        if bool((mask[:, -1] == 0).any()):
+            raise ValueError("continuation_logits needs left padding: build the batch with padding_side='left'")
+        prompt = self.language_model(
+            inputs_embeds=self.embed_inputs(batch["input_ids"], batch.get("modality_inputs")),
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        width = max(len(c) for c in continuations)
+        ids = torch.full((len(continuations), width), self.processor.tokenizer.pad_token_id, dtype=torch.long)
+        real = torch.zeros((len(continuations), width), dtype=torch.long)
+        for k, tokens in enumerate(continuations):
+            ids[k, : len(tokens)] = torch.tensor(list(tokens), dtype=torch.long)
+            real[k, : len(tokens)] = 1
+        ids, real, owners = ids.to(mask.device), real.to(mask.device), owners.to(mask.device)
+        targets = ids.masked_fill(real == 0, -100)
+        first = prompt.logits[:, -1:].index_select(0, owners)  # the prompt's last logits score the first token
+        if width == 1:
+            return first, targets
+        cache = prompt.past_key_values
+        if cache is None:  # e.g. gradient checkpointing in training mode turns the cache off
+            raise ValueError("the language model returned no KV cache to share; score options with model.eval()")
+        cache.reorder_cache(owners)  # one copy of its prompt's keys and values per continuation
+        prompt_mask = mask.index_select(0, owners)
+        positions = prompt_mask.sum(1, keepdim=True) + torch.arange(width - 1, device=mask.device)
+        rest = self.language_model(
+            inputs_embeds=self.language_model.get_input_embeddings()(ids[:, :-1]),
+            attention_mask=torch.cat([prompt_mask, real[:, :-1].to(prompt_mask.dtype)], 1),
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=False,
+        )
+        return torch.cat([first, rest.logits], 1), targets
 
     @torch.no_grad()
     def generate(

@@ -188,8 +188,12 @@ def add_lora(model: nn.Module, config: TrainingConfig) -> None:
 def add_loramoe(model: nn.Module, config: TrainingConfig) -> Any:
     """LoRAMoE layers on the language model's ``lora_target_modules`` (default ``q_proj``, ``v_proj``); returns
     the balance-loss penalty for the objective (``None`` at weight 0)."""
-    from zoo.training.loramoe import BalancePenalty, apply_loramoe
+    from zoo.training.loramoe import BalancePenalty, apply_loramoe, loramoe_layers
 
+    existing = loramoe_layers(model)
+    if existing:
+        _continue_loramoe(existing, config)
+        return BalancePenalty(config.loramoe_balance_weight) if config.loramoe_balance_weight > 0 else None
     try:
         apply_loramoe(model, config.lora_target_modules or ("q_proj", "v_proj"), num_experts=config.loramoe_experts,
                       r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, top_k=config.loramoe_top_k,
@@ -198,6 +202,21 @@ def add_loramoe(model: nn.Module, config: TrainingConfig) -> Any:
         raise TrainingError(f"LoRAMoE could not be added to the language model ({err}); set lora_target_modules "
                             "to names of its linear layers") from err
     return BalancePenalty(config.loramoe_balance_weight) if config.loramoe_balance_weight > 0 else None
+
+
+def _continue_loramoe(layers: dict[str, Any], config: TrainingConfig) -> None:
+    """A model that already carries LoRAMoE layers (an earlier run's) trains those experts and routers on: wrapping
+    them again would nest experts. The run's settings must describe the layers it continues."""
+    wanted = {"num_experts": config.loramoe_experts, "r": config.lora_r, "top_k": config.loramoe_top_k}
+    for name, layer in layers.items():
+        held = {key: layer.settings()[key] for key in wanted}
+        if held != wanted:
+            raise TrainingError(
+                f"{name} already holds LoRAMoE layers with {held}, but this run asks for {wanted}; set loramoe_experts, "
+                "lora_r and loramoe_top_k to the model's values to continue training its experts"
+            )
+        for part in (layer.router, layer.lora_A, layer.lora_B):
+            part.requires_grad_(True)
 
 
 def add_olora(model: nn.Module, config: TrainingConfig) -> Any:

@@ -15,6 +15,7 @@ weights, bit for bit, as a run that was never interrupted.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -280,7 +281,15 @@ class Trainer:
             text = json.dumps(self.data.failed_rows, indent=2) + "\n"
             atomic_write(self.output_dir / FAILED_ROWS_FILE, lambda tmp: tmp.write_text(text))
         if position.step < self.total_steps and not position.stopped_early:
-            batches = accelerator.skip_first_batches(loader, position.micro_batches) if position.micro_batches else loader
+            batches = loader
+            if position.micro_batches:
+                # The loader draws its seed from the global generator when its first batch is taken. The restored
+                # random states were saved after the interrupted run's own draw, so this one must not move them
+                # (else every dropout mask after the resume shifts by one draw).
+                remaining = iter(accelerator.skip_first_batches(loader, position.micro_batches))
+                with torch.random.fork_rng(devices=[]):
+                    first = next(remaining)
+                batches = itertools.chain([first], remaining)
             self._train(objective, optimizer, scheduler, batches, checkpoints, log, position)
         return self._finish(position, resumed, log)
 
