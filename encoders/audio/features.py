@@ -25,8 +25,30 @@ def _check_type(given: str, expected: str) -> None:
         raise ValueError(f"a {expected} front-end config has type {expected!r}, not {given!r}")
 
 
+class _StftFrames:
+    """Frame counting shared by the STFT front ends (``n_fft``, ``hop_length``, ``center`` fields): ``center``
+    pads ``n_fft // 2`` by reflection on both sides."""
+
+    type: str
+    n_fft: int
+    hop_length: int
+    center: bool
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input the STFT accepts (reflection padding needs more samples than it pads)."""
+        return self.n_fft // 2 + 1 if self.center else self.n_fft
+
+    def num_frames(self, num_samples: int) -> int:
+        if num_samples < self.min_samples:
+            raise ValueError(f"{self.type} needs at least {self.min_samples} samples, got {num_samples}")
+        if self.center:
+            return num_samples // self.hop_length + 1
+        return (num_samples - self.n_fft) // self.hop_length + 1
+
+
 @dataclass(frozen=True)
-class LogMelConfig:
+class LogMelConfig(_StftFrames):
     """Log mel spectrogram (power 2, HTK mel scale); ``center`` pads ``n_fft // 2`` by reflection on both sides."""
 
     type: str = "log-mel"
@@ -48,17 +70,6 @@ class LogMelConfig:
     def num_bins(self) -> int:
         return self.n_mels
 
-    @property
-    def min_samples(self) -> int:
-        """The shortest input the STFT accepts (reflection padding needs more samples than it pads)."""
-        return self.n_fft // 2 + 1 if self.center else self.n_fft
-
-    def num_frames(self, num_samples: int) -> int:
-        if num_samples < self.min_samples:
-            raise ValueError(f"log-mel needs at least {self.min_samples} samples, got {num_samples}")
-        if self.center:
-            return num_samples // self.hop_length + 1
-        return (num_samples - self.n_fft) // self.hop_length + 1
 
     def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
         """``[T]`` waveform -> ``[frames, n_mels]`` log-mel features."""
@@ -80,7 +91,7 @@ def _mel_transform(config: LogMelConfig) -> torchaudio.transforms.MelSpectrogram
 
 
 @dataclass(frozen=True)
-class LogFrequencyConfig:
+class LogFrequencyConfig(_StftFrames):
     """Log power spectrogram through ``n_bins`` triangular filters whose centres are evenly spaced in log frequency
     from ``f_min`` to ``f_max`` (each filter spans its two neighbours' centres, as mel filters do). Below the
     STFT's resolution (``sample_rate / n_fft``) neighbouring filters see the same FFT bins, so ``f_min`` should
@@ -110,16 +121,6 @@ class LogFrequencyConfig:
     def num_bins(self) -> int:
         return self.n_bins
 
-    @property
-    def min_samples(self) -> int:
-        return self.n_fft // 2 + 1 if self.center else self.n_fft
-
-    def num_frames(self, num_samples: int) -> int:
-        if num_samples < self.min_samples:
-            raise ValueError(f"log-frequency needs at least {self.min_samples} samples, got {num_samples}")
-        if self.center:
-            return num_samples // self.hop_length + 1
-        return (num_samples - self.n_fft) // self.hop_length + 1
 
     def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
         """``[T]`` waveform -> ``[frames, n_bins]`` log filterbank energies."""

@@ -27,34 +27,31 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from zoo.converters.families import Conversion
+from zoo.converters.families import Conversion, rename_by_rules, rename_rules
 from zoo.converters.t5 import t5_family, t5_key_map
 from zoo.spec import SpecError
 
 _QFORMER = "projectors.image.qformer"
 _LAYER = r"qformer\.encoder\.layer\.(\d+)\."
-_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), target)
-    for pattern, target in (
-        (r"vision_model\.(.+)", r"encoders.image.model.\1"),
-        (r"query_tokens", f"{_QFORMER}.query_tokens"),
-        (r"qformer\.layernorm\.(weight|bias)", rf"{_QFORMER}.norm.\1"),
-        *(
-            rule
-            for theirs, ours in (("attention", "self_attention"), ("crossattention", "cross_attention"))
-            for rule in (
-                (_LAYER + theirs + r"\.attention\.(query|key|value)\.(weight|bias)",
-                 rf"{_QFORMER}.layers.\1.{ours}.\2.\3"),
-                (_LAYER + theirs + r"\.output\.dense\.(weight|bias)", rf"{_QFORMER}.layers.\1.{ours}.dense.\2"),
-                (_LAYER + theirs + r"\.output\.LayerNorm\.(weight|bias)", rf"{_QFORMER}.layers.\1.{ours}.norm.\2"),
-            )
-        ),
-        (_LAYER + r"intermediate_query\.dense\.(weight|bias)", rf"{_QFORMER}.layers.\1.intermediate.0.\2"),
-        (_LAYER + r"output_query\.dense\.(weight|bias)", rf"{_QFORMER}.layers.\1.output.\2"),
-        (_LAYER + r"output_query\.LayerNorm\.(weight|bias)", rf"{_QFORMER}.layers.\1.norm.\2"),
-        (r"language_projection\.(weight|bias)", r"projectors.image.language_projection.\1"),
-        (r"language_model\.(model\..+|lm_head\..+)", r"language_model.\1"),
-    )
+_RULES = rename_rules(
+    (r"vision_model\.(.+)", r"encoders.image.model.\1"),
+    (r"query_tokens", f"{_QFORMER}.query_tokens"),
+    (r"qformer\.layernorm\.(weight|bias)", rf"{_QFORMER}.norm.\1"),
+    *(
+        rule
+        for theirs, ours in (("attention", "self_attention"), ("crossattention", "cross_attention"))
+        for rule in (
+            (_LAYER + theirs + r"\.attention\.(query|key|value)\.(weight|bias)",
+             rf"{_QFORMER}.layers.\1.{ours}.\2.\3"),
+            (_LAYER + theirs + r"\.output\.dense\.(weight|bias)", rf"{_QFORMER}.layers.\1.{ours}.dense.\2"),
+            (_LAYER + theirs + r"\.output\.LayerNorm\.(weight|bias)", rf"{_QFORMER}.layers.\1.{ours}.norm.\2"),
+        )
+    ),
+    (_LAYER + r"intermediate_query\.dense\.(weight|bias)", rf"{_QFORMER}.layers.\1.intermediate.0.\2"),
+    (_LAYER + r"output_query\.dense\.(weight|bias)", rf"{_QFORMER}.layers.\1.output.\2"),
+    (_LAYER + r"output_query\.LayerNorm\.(weight|bias)", rf"{_QFORMER}.layers.\1.norm.\2"),
+    (r"language_projection\.(weight|bias)", r"projectors.image.language_projection.\1"),
+    (r"language_model\.(model\..+|lm_head\..+)", r"language_model.\1"),
 )
 _T5_LM = "language_model."
 _T5_KEY = re.compile(r"language_model\.(?:shared|encoder|decoder)\..+")
@@ -65,20 +62,8 @@ def blip2_key_map(state_dict: Mapping[str, Any]) -> dict[str, str | None]:
     of one BLIP-2 checkpoint file (or shard)."""
     t5_part = {key.removeprefix(_T5_LM): value for key, value in state_dict.items() if _T5_KEY.fullmatch(key)}
     renames: dict[str, str | None] = {_T5_LM + key: target for key, target in t5_key_map(t5_part).items()}
-    unknown = []
-    for key in state_dict:
-        if key in renames:
-            continue
-        target = next((pattern.sub(repl, key) for pattern, repl in _RULES if pattern.fullmatch(key)), None)
-        if target is None:
-            unknown.append(key)
-        else:
-            renames[key] = target
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} key(s) fit no BLIP-2 rule (not a Blip2ForConditionalGeneration checkpoint with queries "
-            f"only?): {', '.join(sorted(unknown)[:10])}"
-        )
+    rest = [key for key in state_dict if key not in renames]
+    renames.update(rename_by_rules(rest, _RULES, "BLIP-2", "Blip2ForConditionalGeneration checkpoint with queries only"))
     return renames
 
 

@@ -8,14 +8,16 @@ in the table, never imported, so no field can name code. Adding a family is one 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from zoo import registry
 from zoo.spec import SpecError
 
-__all__ = ["Conversion", "FamilyBuilder", "convert_config", "supported_model_types"]
+__all__ = ["CAUSAL_LM_RULES", "Conversion", "FamilyBuilder", "RenameRules", "convert_config", "rename_by_rules",
+           "rename_rules", "supported_model_types"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,42 @@ class Conversion:
 
 
 FamilyBuilder = Callable[[Mapping[str, Any], str, "str | None"], Conversion]
+
+
+RenameRules = tuple[tuple[re.Pattern[str], str], ...]
+
+# A causal LM inside a transformers multimodal checkpoint, as transformers 4 saved it (``language_model.model.*``,
+# ``language_model.lm_head.*``) or as transformers 5 holds it (``model.language_model.*``, ``lm_head.*``).
+CAUSAL_LM_RULES: tuple[tuple[str, str], ...] = (
+    (r"language_model\.(model\..+|lm_head\..+)", r"language_model.\1"),
+    (r"model\.language_model\.(.+)", r"language_model.model.\1"),
+    (r"lm_head\.(.+)", r"language_model.lm_head.\1"),
+)
+
+
+def rename_rules(*rules: tuple[str, str]) -> RenameRules:
+    """``(pattern, replacement)`` pairs compiled: a checkpoint key that fully matches ``pattern`` becomes
+    ``pattern.sub(replacement, key)``; the first matching rule wins."""
+    return tuple((re.compile(pattern), target) for pattern, target in rules)
+
+
+def rename_by_rules(keys: Iterable[str], rules: RenameRules, family: str, checkpoint: str) -> dict[str, str]:
+    """``{checkpoint key: zoo model key}`` for every key; a key that fits no rule is an error listing the first
+    ten, so a checkpoint of another architecture never half-loads (``family`` and ``checkpoint`` name what was
+    expected in the message)."""
+    renames: dict[str, str] = {}
+    unknown = []
+    for key in keys:
+        target = next((pattern.sub(repl, key) for pattern, repl in rules if pattern.fullmatch(key)), None)
+        if target is None:
+            unknown.append(key)
+        else:
+            renames[key] = target
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} key(s) fit no {family} rule (not a {checkpoint}?): {', '.join(sorted(unknown)[:10])}"
+        )
+    return renames
 
 
 def supported_model_types() -> list[str]:

@@ -18,42 +18,23 @@ half-loads. :func:`llava_family` is the ``llava`` model family: a checkpoint's c
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from zoo.converters.families import Conversion
+from zoo.converters.families import CAUSAL_LM_RULES, Conversion, rename_by_rules, rename_rules
 from zoo.spec import SpecError
 
-_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), target)
-    for pattern, target in (
-        (r"(?:model\.)?vision_tower\.(?:vision_model\.)?(.+)", r"encoders.image.model.\1"),
-        (r"(?:model\.)?multi_modal_projector\.linear_1\.(weight|bias)", r"projectors.image.layers.0.\1"),
-        (r"(?:model\.)?multi_modal_projector\.linear_2\.(weight|bias)", r"projectors.image.layers.2.\1"),
-        (r"language_model\.(model\..+|lm_head\..+)", r"language_model.\1"),
-        (r"model\.language_model\.(.+)", r"language_model.model.\1"),
-        (r"lm_head\.(.+)", r"language_model.lm_head.\1"),
-    )
+_RULES = rename_rules(
+    (r"(?:model\.)?vision_tower\.(?:vision_model\.)?(.+)", r"encoders.image.model.\1"),
+    (r"(?:model\.)?multi_modal_projector\.linear_1\.(weight|bias)", r"projectors.image.layers.0.\1"),
+    (r"(?:model\.)?multi_modal_projector\.linear_2\.(weight|bias)", r"projectors.image.layers.2.\1"),
+    *CAUSAL_LM_RULES,
 )
 
 
 def llava_key_map(state_dict: Mapping[str, Any]) -> dict[str, str]:
     """``{checkpoint key: zoo MultimodalLM key}`` for every key of one LLaVA checkpoint file (or shard)."""
-    renames: dict[str, str] = {}
-    unknown = []
-    for key in state_dict:
-        target = next((pattern.sub(repl, key) for pattern, repl in _RULES if pattern.fullmatch(key)), None)
-        if target is None:
-            unknown.append(key)
-        else:
-            renames[key] = target
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} key(s) fit no LLaVA rule (not a LlavaForConditionalGeneration checkpoint?): "
-            f"{', '.join(sorted(unknown)[:10])}"
-        )
-    return renames
+    return rename_by_rules(state_dict, _RULES, "LLaVA", "LlavaForConditionalGeneration checkpoint")
 
 
 # The Llama fields a llava-1.5 spec writes out, with LlamaConfig's defaults: transformers saves only the values

@@ -17,43 +17,24 @@ Every key must match one rule; anything else is an error listing it. :func:`qwen
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from zoo.converters.families import Conversion
+from zoo.converters.families import CAUSAL_LM_RULES, Conversion, rename_by_rules, rename_rules
 from zoo.spec import SpecError
 
 AUDIO_TOKEN = "<|AUDIO|>"
 
-_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), target)
-    for pattern, target in (
-        (r"(?:model\.)?audio_tower\.(.+)", r"encoders.audio.model.\1"),
-        (r"(?:model\.)?multi_modal_projector\.linear\.(weight|bias)", r"projectors.audio.proj.\1"),
-        (r"language_model\.(model\..+|lm_head\..+)", r"language_model.\1"),
-        (r"model\.language_model\.(.+)", r"language_model.model.\1"),
-        (r"lm_head\.(.+)", r"language_model.lm_head.\1"),
-    )
+_RULES = rename_rules(
+    (r"(?:model\.)?audio_tower\.(.+)", r"encoders.audio.model.\1"),
+    (r"(?:model\.)?multi_modal_projector\.linear\.(weight|bias)", r"projectors.audio.proj.\1"),
+    *CAUSAL_LM_RULES,
 )
 
 
 def qwen2_audio_key_map(state_dict: Mapping[str, Any]) -> dict[str, str]:
     """``{checkpoint key: zoo MultimodalLM key}`` for every key of one Qwen2-Audio checkpoint file (or shard)."""
-    renames: dict[str, str] = {}
-    unknown = []
-    for key in state_dict:
-        target = next((pattern.sub(repl, key) for pattern, repl in _RULES if pattern.fullmatch(key)), None)
-        if target is None:
-            unknown.append(key)
-        else:
-            renames[key] = target
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} key(s) fit no Qwen2-Audio rule (not a Qwen2AudioForConditionalGeneration "
-            f"checkpoint?): {', '.join(sorted(unknown)[:10])}"
-        )
-    return renames
+    return rename_by_rules(state_dict, _RULES, "Qwen2-Audio", "Qwen2AudioForConditionalGeneration checkpoint")
 
 
 # The Qwen2 fields the spec writes out, with Qwen2Config's defaults: transformers saves only the values that
