@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -95,10 +96,18 @@ class TokenizerSpec:
         return cls(type=data["type"], path=str(data["path"]), revision=data.get("revision"))
 
 
+# A modality name becomes a folder name in a saved model (tokenizers/<modality>): one plain path component.
+_MODALITY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 def _components(data: Any, where: str, allow_empty: bool = False) -> dict[str, ComponentSpec]:
     if not isinstance(data, Mapping) or not (data or allow_empty):
         raise SpecError(f"{where} must be a non-empty mapping of modality -> component")
-    return {str(k): ComponentSpec.from_dict(v, f"{where}.{k}") for k, v in data.items()}
+    for modality in data:
+        if not isinstance(modality, str) or not _MODALITY_NAME.fullmatch(modality):
+            raise SpecError(f"{where}: modality name {modality!r} must be letters, digits, '_' or '-' (it names a "
+                            "folder of a saved model)")
+    return {k: ComponentSpec.from_dict(v, f"{where}.{k}") for k, v in data.items()}
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,10 @@ class MultimodalLMSpec:
             _check_keys(tokenizer, list(_PROJECTOR_TOKENIZER_KEYS), f"spec.projector_tokenizers.{modality}", ["path"])
             if not all(isinstance(v, str) for v in tokenizer.values()):
                 raise SpecError(f"spec.projector_tokenizers.{modality}: path, revision and subfolder are strings")
+            subfolder = tokenizer.get("subfolder", "")
+            if subfolder and any(part in ("", ".", "..") for part in subfolder.replace("\\", "/").split("/")):
+                raise SpecError(f"spec.projector_tokenizers.{modality}.subfolder {subfolder!r} must be a relative path "
+                                "inside the tokenizer's repo or folder (no '..', no leading '/')")
         for modality in self.encoders:
             if modality not in self.placeholders and modality not in DEFAULT_PLACEHOLDERS:
                 raise SpecError(f"no placeholder token for modality {modality!r}; set spec.placeholders")

@@ -433,3 +433,25 @@ def test_config_json_assets_cannot_leave_the_model_directory(sandbox):
 def test_a_card_asset_entry_is_checked(sandbox, entry, match):
     with pytest.raises((SpecError, UnsafePathError), match=match):
         hostile_card([{"file": "t.json", "sha256": "0" * 64, "url": "https://example.org/t.json", **entry}])
+
+
+@pytest.mark.parametrize("modality", ["../../outside", "a/b", ".hidden", ""])
+def test_a_modality_name_that_is_not_one_plain_folder_name_is_refused(modality):
+    from zoo.spec import spec_from_dict
+
+    spec = dict(zoo.card("tiny-test-vlm").spec)
+    spec["encoders"] = {modality: spec["encoders"]["image"]}
+    spec["projectors"] = {modality: spec["projectors"]["image"]}
+    with pytest.raises(SpecError, match="modality name .* must be letters, digits"):
+        spec_from_dict(spec)
+
+
+@pytest.mark.parametrize("subfolder", ["../outside", "/etc", "a/../../b", "a\\..\\b"])
+def test_a_projector_tokenizer_subfolder_that_leaves_its_repo_is_refused(subfolder):
+    from zoo.spec import spec_from_dict
+
+    spec = {**zoo.card("tiny-test-vlm").spec, "projector_tokenizers": {"image": {"path": "org/repo", "subfolder": subfolder}}}
+    with pytest.raises(SpecError, match="subfolder .* must be a relative path"):
+        spec_from_dict(spec)
+    spec["projector_tokenizers"]["image"]["subfolder"] = "qformer_tokenizer"
+    spec_from_dict(spec)  # a plain subfolder is fine
