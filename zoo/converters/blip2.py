@@ -97,6 +97,26 @@ def _t5_backbone(text: Mapping[str, Any], pretrained: str, revision: str | None)
 _LANGUAGE_MODELS = {"opt": _opt_backbone, "t5": _t5_backbone}
 
 
+def qformer_settings(
+    config: Mapping[str, Any], where: str, defaults: Mapping[str, Any], fixed: Mapping[str, Any], checkpoint: str
+) -> tuple[dict[str, Any], int, int]:
+    """The Q-Former fields a spec reads (``defaults`` fill what config.json omits), the number of queries and the
+    ``<image>`` token id of a BLIP-2-style checkpoint; a field the zoo Q-Former computes differently (``fixed``)
+    or a missing id is refused, naming it."""
+    qformer = _mapping(config.get("qformer_config", {}), f"{where} qformer_config")
+    for key, value in fixed.items():
+        if qformer.get(key, value) != value:
+            raise SpecError(f"{where}: qformer_config.{key} {qformer[key]!r} is not supported; the zoo Q-Former "
+                            f"computes with {key} {value!r}")
+    queries = config.get("num_query_tokens", 32)
+    image_token = config.get("image_token_index", config.get("image_token_id"))
+    for name, value in (("num_query_tokens", queries), ("image_token_index", image_token)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(f"{where}: {name} must be an int, got {value!r}; {checkpoint} checkpoint saved before "
+                            "the <image> token was added has no image_token_index — load a revision that has it")
+    return {key: qformer.get(key, default) for key, default in defaults.items()}, queries, image_token
+
+
 def blip2_family(config: Mapping[str, Any], pretrained: str, revision: str | None) -> Conversion:
     """The zoo spec of a ``Blip2ForConditionalGeneration`` checkpoint with an OPT or a (Flan-)T5 language model,
     as the ``blip2-opt-2.7b`` card writes it; its weights load through :func:`blip2_key_map`."""
@@ -109,18 +129,7 @@ def blip2_family(config: Mapping[str, Any], pretrained: str, revision: str | Non
             f"converts BLIP-2 checkpoints whose language model is one of: {', '.join(_LANGUAGE_MODELS)} "
             "(e.g. Salesforce/blip2-opt-2.7b, Salesforce/blip2-flan-t5-xl)"
         )
-    qformer = _mapping(config.get("qformer_config", {}), f"{where} qformer_config")
-    for key, value in _QFORMER_FIXED.items():
-        if qformer.get(key, value) != value:
-            raise SpecError(f"{where}: qformer_config.{key} {qformer[key]!r} is not supported; the zoo Q-Former "
-                            f"computes with {key} {value!r}")
-    queries = config.get("num_query_tokens", 32)
-    image_token = config.get("image_token_index", config.get("image_token_id"))
-    for name, value in (("num_query_tokens", queries), ("image_token_index", image_token)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(f"{where}: {name} must be an int, got {value!r}; a BLIP-2 checkpoint saved before the "
-                            "<image> token was added has no image_token_index — load a revision that has it")
-    q = {key: qformer.get(key, default) for key, default in _QFORMER_DEFAULTS.items()}
+    q, queries, image_token = qformer_settings(config, where, _QFORMER_DEFAULTS, _QFORMER_FIXED, "a BLIP-2")
     pinned = {"revision": revision} if revision else {}
     spec = {
         "type": "multimodal-lm",

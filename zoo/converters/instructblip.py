@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from zoo.converters.blip2 import blip2_key_map
+from zoo.converters.blip2 import blip2_key_map, qformer_settings
 from zoo.converters.families import Conversion
 from zoo.converters.llava import LLAMA_DEFAULTS
 from zoo.spec import SpecError
@@ -90,18 +90,7 @@ def instructblip_family(config: Mapping[str, Any], pretrained: str, revision: st
             "instructblip family converts Vicuna/Llama checkpoints (e.g. Salesforce/instructblip-vicuna-7b), not "
             "Flan-T5 ones yet"
         )
-    qformer = _mapping(config.get("qformer_config", {}), f"{where} qformer_config")
-    for key, value in _QFORMER_FIXED.items():
-        if qformer.get(key, value) != value:
-            raise SpecError(f"{where}: qformer_config.{key} {qformer[key]!r} is not supported; the zoo Q-Former "
-                            f"computes with {key} {value!r}")
-    queries = config.get("num_query_tokens", 32)
-    image_token = config.get("image_token_index", config.get("image_token_id"))
-    for name, value in (("num_query_tokens", queries), ("image_token_index", image_token)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(f"{where}: {name} must be an int, got {value!r}; an InstructBLIP checkpoint saved before "
-                            "the <image> token was added has no image_token_index — load a revision that has it")
-    q = {key: qformer.get(key, default) for key, default in _QFORMER_DEFAULTS.items()}
+    q, queries, image_token = qformer_settings(config, where, _QFORMER_DEFAULTS, _QFORMER_FIXED, "an InstructBLIP")
     pinned = {"revision": revision} if revision else {}
     spec = {
         "type": "multimodal-lm",
