@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT_FILES = {"optimizer.bin", "scheduler.bin", "random_states_0.pkl", "trainable.safetensors", "trainer_state.json",
+                    "manifest.json"}  # what one process's checkpoint holds (zoo/training/checkpoint.py)
 
 TINY_VIT = {
     "model_name": "vit_tiny_patch16_224",
@@ -69,3 +73,30 @@ def launch_two_cpu_processes(*args: str, timeout: int = 400) -> subprocess.Compl
               "--main_process_port", str(port)]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run(launch + list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_and_kill_after_first_checkpoint(args: list[str], output_dir: Path, cwd: Path = REPO,
+                                        timeout: float = 240) -> None:
+    """Start ``python -m zoo.cli *args`` and SIGKILL it as soon as a checkpoint shows under
+    ``output_dir/checkpoints``, then check it died mid-run: killed, a checkpoint left, no ``final/``. Every visible
+    checkpoint must be complete, while it runs and after the kill (one is renamed into place only when whole)."""
+    checkpoints = output_dir / "checkpoints"
+
+    def visible() -> list[Path]:
+        found = [d for d in checkpoints.iterdir() if not d.name.startswith(".")] if checkpoints.is_dir() else []
+        for directory in found:
+            assert CHECKPOINT_FILES <= {p.name for p in directory.iterdir()}, directory
+        return found
+
+    process = subprocess.Popen([sys.executable, "-m", "zoo.cli", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    try:
+        while process.poll() is None and time.time() < deadline and not visible():
+            time.sleep(0.005)
+    finally:
+        process.kill()  # SIGKILL; nothing if it has already ended (and been reaped by poll)
+        stderr = process.communicate()[1].decode()
+    assert process.returncode == -signal.SIGKILL, stderr[-3000:]
+    assert visible(), f"no checkpoint within {timeout} s\n{stderr[-3000:]}"
+    assert not (output_dir / "final").exists()  # killed mid-run

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +17,7 @@ from typer.testing import CliRunner
 
 import zoo
 from tasks.config import load_task
+from tests.helpers import run_and_kill_after_first_checkpoint
 from zoo.cli import app
 from zoo.errors import WeightsError
 from zoo.training import TrainingConfig, TrainingError, finetune, load_adapter
@@ -31,7 +27,6 @@ from zoo.training.merge import MergeError, merge
 from zoo.training.objectives import CausalLMObjective, token_loss_sum
 from zoo.training.stages import apply_stage
 
-REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220)}
 TARGETS = [f"language_model.model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
 LORAMOE = ["--set", "adapter=loramoe", "--set", "loramoe_experts=3", "--set", "loramoe_top_k=2", "--set", "lora_r=4",
@@ -285,19 +280,7 @@ def test_zoo_merge_folds_a_saved_one_expert_model_and_refuses_a_routed_one(refer
 @pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_weights(scenes, reference, tmp_path):
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "zoo.cli", *_cli_args(scenes, out)], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    checkpoints, deadline = out / "checkpoints", time.time() + 240
-    try:
-        while process.poll() is None and time.time() < deadline:
-            if checkpoints.is_dir() and any(not d.name.startswith(".") for d in checkpoints.iterdir()):
-                break
-            time.sleep(0.005)
-    finally:
-        os.kill(process.pid, signal.SIGKILL)
-        stderr = process.communicate()[1].decode()
-    assert process.returncode == -signal.SIGKILL, stderr[-3000:]
-    assert not (out / "final").exists()  # killed mid-run
+    run_and_kill_after_first_checkpoint(_cli_args(scenes, out), out)
     _invoke(_cli_args(scenes, out))  # the same command again resumes
     assert json.loads((out / "summary.json").read_text())["resumed_from_step"] >= 1
     resumed = load_file(out / "final" / "model.safetensors")

@@ -16,6 +16,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import zoo
+from tests.helpers import run_and_kill_after_first_checkpoint
 from zoo.cli import app
 from zoo.errors import WeightsError
 from zoo.training import TrainingConfig, TrainingError, finetune
@@ -53,9 +54,13 @@ def task1(scenes, tmp_path_factory):
                     **SETTINGS)
 
 
+def _task2_settings(lambda1: float) -> dict:
+    return {**SETTINGS, "max_steps": 5, "lr_schedule": "constant", "warmup_ratio": 0.0, "olora_lambda1": lambda1,
+            "olora_lambda2": 0.0}
+
+
 def _task2(task1, scenes, out: Path, lambda1: float):
-    return finetune(zoo.load(task1.final_dir), "vqa", scenes / "shape.jsonl", "instruct", out, max_steps=5,
-                    lr_schedule="constant", warmup_ratio=0.0, olora_lambda1=lambda1, olora_lambda2=0.0, **SETTINGS)
+    return finetune(zoo.load(task1.final_dir), "vqa", scenes / "shape.jsonl", "instruct", out, **_task2_settings(lambda1))
 
 
 @pytest.fixture(scope="module")
@@ -155,13 +160,22 @@ def test_zoo_merge_folds_the_task_adapters_exactly(task2, batch, tmp_path):
     assert "adapters" not in json.loads((tmp_path / "plain" / "config.json").read_text())
 
 
+def _losses(run: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "step" in r]
+
+
 @pytest.mark.slow
-def test_an_interrupted_second_task_resumes_to_the_same_weights(task1, task2, scenes, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(task2.output_dir, out)
-    shutil.rmtree(out / "final")  # as if killed after step 4's checkpoint
-    shutil.rmtree(out / "checkpoints" / "step-00000005")
-    resumed = _task2(task1, scenes, out, lambda1=50.0)
-    assert resumed.resumed_from_step == 4
+def test_a_second_task_killed_mid_run_resumes_to_the_same_weights(task1, task2, scenes, tmp_path):
+    """`zoo finetune` of the second task (the task2 fixture's settings) SIGKILLed after its first checkpoint and
+    run again ends on the uninterrupted run's weights, the frozen first adapter and the penalty included."""
+    out = tmp_path / "killed"
+    args = ["finetune", str(task1.final_dir), "--task", "vqa", "--data", str(scenes / "shape.jsonl"),
+            "--stage", "instruct", "-o", str(out), *(f"--set={k}={v}" for k, v in _task2_settings(50.0).items())]
+    run_and_kill_after_first_checkpoint(args, out)
+    result = CliRunner().invoke(app, args)  # the same command again resumes
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    assert json.loads((out / "summary.json").read_text())["resumed_from_step"] >= 1
     a, b = load_file(out / "final" / "model.safetensors"), load_file(task2.final_dir / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and any(".lora_A.1" in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(out) == _losses(task2.output_dir)

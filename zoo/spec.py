@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -123,6 +124,10 @@ class MultimodalLMSpec:
     the prompt's text (InstructBLIP's Q-Former, ``qformer_tokenizer/``): the processor gives each ``m`` item
     the text of its prompt, placeholders removed, tokenized by it.
 
+    ``generation`` holds the checkpoint's generation defaults (``num_beams``, ``eos_token_id``, BART's
+    ``forced_bos_token_id`` ...): plain values of :data:`GENERATION_FIELDS` only, which ``generate`` uses unless
+    its caller passes the same argument.
+
     An encoder–decoder may stand alone, ``encoders: {}`` and ``projectors: {}``: a text-to-text model (T5,
     MolT5) whose prompt is its encoder's input. A causal LM always has at least one modality encoder."""
 
@@ -134,6 +139,7 @@ class MultimodalLMSpec:
     seed: int = 0
     bos_after_leading_placeholders: bool = False
     projector_tokenizers: dict[str, dict[str, str]] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
     type: str = "multimodal-lm"
 
     TEXT_ONLY_BACKBONES: ClassVar[tuple[str, ...]] = ("hf-seq2seq-lm",)
@@ -162,6 +168,7 @@ class MultimodalLMSpec:
         for modality in self.encoders:
             if modality not in self.placeholders and modality not in DEFAULT_PLACEHOLDERS:
                 raise SpecError(f"no placeholder token for modality {modality!r}; set spec.placeholders")
+        check_generation(self.generation, "spec.generation")
 
     def placeholder(self, modality: str) -> str:
         return self.placeholders.get(modality, DEFAULT_PLACEHOLDERS.get(modality, ""))
@@ -180,6 +187,7 @@ class MultimodalLMSpec:
             bos_after_leading_placeholders=_flag(data, "bos_after_leading_placeholders"),
             projector_tokenizers={m: dict(_mapping(t, f"spec.projector_tokenizers.{m}"))
                                   for m, t in _mapping(data.get("projector_tokenizers"), "spec.projector_tokenizers").items()},
+            generation=_mapping(data.get("generation"), "spec.generation"),
         )
 
 
@@ -201,6 +209,59 @@ def _mapping(data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise SpecError(f"{where} must be a mapping, got {type(data).__name__}")
     return dict(data)
+
+
+def _whole(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _real(value: Any, least: float = -math.inf, most: float = math.inf) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and math.isfinite(value) and least <= value <= most
+
+
+def _token_ids(value: Any) -> bool:
+    return _whole(value, 0) or (isinstance(value, list) and bool(value) and all(_whole(v, 0) for v in value))
+
+
+# The generation settings a spec may carry (``spec.generation``), with the check each value must pass and what
+# it must be. Numbers, flags and token ids only, so no field of an untrusted file can name code; settings that
+# would change what ``generate`` returns (``num_return_sequences``, ``return_dict_in_generate``) are left out.
+GENERATION_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{name: (lambda v: _whole(v, 0), "a token id (an int >= 0)") for name in
+       ("bos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id")},
+    **{name: (_token_ids, "a token id or a non-empty list of them") for name in ("eos_token_id", "forced_eos_token_id")},
+    **{name: (lambda v: _whole(v, 1), "an int >= 1") for name in ("max_length", "max_new_tokens", "num_beams")},
+    **{name: (lambda v: _whole(v, 0), "an int >= 0") for name in
+       ("min_length", "min_new_tokens", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "top_k")},
+    "early_stopping": (lambda v: isinstance(v, bool) or v == "never", "true, false or 'never'"),
+    "do_sample": (lambda v: isinstance(v, bool), "true or false"),
+    "length_penalty": (_real, "a number"),
+    "repetition_penalty": (lambda v: _real(v) and v > 0, "a number > 0"),
+    "temperature": (lambda v: _real(v, 0.0), "a number >= 0"),
+    "top_p": (lambda v: _real(v, 0.0, 1.0), "a number from 0 to 1"),
+}
+
+
+def check_generation(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``settings`` as generation defaults: every key one of :data:`GENERATION_FIELDS` and its value of that
+    field's kind; anything else is refused, naming the key and what is allowed."""
+    if not isinstance(settings, Mapping):
+        raise SpecError(f"{where} must be a mapping, got {type(settings).__name__}")
+    for key, value in settings.items():
+        if key not in GENERATION_FIELDS:
+            raise SpecError(f"unknown key {key!r} in {where}; allowed keys: {', '.join(GENERATION_FIELDS)}")
+        check, kind = GENERATION_FIELDS[key]
+        if not check(value):
+            raise SpecError(f"{where}.{key} must be {kind}, got {value!r}")
+    return dict(settings)
+
+
+def generation_from_checkpoint(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The generation defaults a checkpoint file sets (``generation_config.json``, or the settings an old
+    config.json holds): its :data:`GENERATION_FIELDS`, each checked (a wrong kind is refused, naming it); its
+    other fields (transformers' bookkeeping, settings that need code) are ignored, and null means unset."""
+    return check_generation({k: v for k, v in data.items() if k in GENERATION_FIELDS and v is not None}, where)
 
 
 @dataclass(frozen=True)

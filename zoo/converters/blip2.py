@@ -29,7 +29,7 @@ from typing import Any
 
 from zoo.converters.families import Conversion, rename_by_rules, rename_rules
 from zoo.converters.t5 import t5_family, t5_key_map
-from zoo.spec import SpecError
+from zoo.spec import SpecError, generation_from_checkpoint
 
 _QFORMER = "projectors.image.qformer"
 _LAYER = r"qformer\.encoder\.layer\.(\d+)\."
@@ -148,6 +148,9 @@ def blip2_family(config: Mapping[str, Any], pretrained: str, revision: str | Non
         "backbone": _LANGUAGE_MODELS[language_model](text, pretrained, revision),
         "tokenizer": {"type": "pretrained", "path": pretrained, **pinned},
     }
+    generation = generation_from_checkpoint(text, f"{where} text_config")  # OPT-2.7b's: stop at "\n" (50118)
+    if generation:
+        spec["generation"] = generation
     return Conversion("blip-2", spec, "blip2", {"image": image_token})
 
 

@@ -177,10 +177,18 @@ class MultimodalLM(PretrainedMixin, nn.Module):
         if bool((attention_mask[:, -1] == 0).any()):
             raise ValueError("generate needs left padding: build the batch with processor(..., padding_side='left')")
         embeds = self.embed_inputs(input_ids, modality_inputs)
+        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask,
+                                            **self.generation_arguments(generate_kwargs))
+
+    def generation_arguments(self, generate_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``language_model.generate`` gets: the tokenizer's pad and EOS ids, over them the spec's
+        ``generation`` defaults (the checkpoint's), over those the caller's ``generate_kwargs``. A caller's own
+        ``generation_config`` replaces the spec's defaults whole."""
         tokenizer = self.processor.tokenizer
-        generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
-        generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
-        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+        defaults = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+        if "generation_config" not in generate_kwargs:
+            defaults.update(self.spec.generation)
+        return {**defaults, **generate_kwargs}
 
     def generate_text(
         self,

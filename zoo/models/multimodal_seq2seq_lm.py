@@ -67,8 +67,6 @@ class MultimodalSeq2SeqLM(MultimodalLM):
         """New token ids ``[B * num_return_sequences, T_new]``, without the decoder's start token; any padding
         of the encoder input works, as the encoder reads it whole under its attention mask."""
         embeds = self.embed_inputs(input_ids, modality_inputs)
-        tokenizer = self.processor.tokenizer
-        generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
-        generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
-        sequences = self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+        sequences = self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask,
+                                                 **self.generation_arguments(generate_kwargs))
         return sequences[:, 1:]

@@ -174,22 +174,6 @@ def plan_sha256(plan: Sequence[Sequence[int]]) -> str:
     return hashlib.sha256(json.dumps(plan, separators=(",", ":")).encode()).hexdigest()
 
 
-def pack_rows(lengths: Sequence[int]) -> list[list[int]]:
-    """First-fit decreasing: positions grouped into rows no longer than the longest example."""
-    capacity = max(lengths)
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for k in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
-        slot = next((r for r, free in enumerate(room) if free >= lengths[k]), None)
-        if slot is None:
-            rows.append([k])
-            room.append(capacity - lengths[k])
-        else:
-            rows[slot].append(k)
-            room[slot] -= lengths[k]
-    return rows
-
-
 class ExampleDataset:
     """A map-style dataset over the examples (the batch plan picks them)."""
 
@@ -222,9 +206,10 @@ class PlanSampler:
 class LMCollator:
     """Examples -> one ``MultimodalLM`` training batch, right padded or packed.
 
-    Packed rows concatenate several examples; position ids restart at 0 for each, and the attention mask is
-    left out so transformers builds a block-diagonal causal mask from the position ids (its packed-sequence
-    support). Items stay in placeholder order, so the model's feature scatter is unchanged.
+    A packed batch is one row: the examples concatenated with no padding, position ids restarting at 0 for
+    each, and ``cu_seq_lens`` marking where each starts, which the packed attention
+    (:mod:`zoo.training.packing`) keeps inside each example. Items stay in placeholder order, so the model's
+    feature scatter is unchanged.
     """
 
     def __init__(self, processor: Any, packed: bool) -> None:
@@ -234,9 +219,9 @@ class LMCollator:
     def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
         from zoo.models.multimodal_lm import position_ids_from_mask
 
-        if self.packed:
-            return self.pack(examples)
         batch = self._process(examples)
+        if self.packed:
+            return self.pack(batch)
         return {
             "input_ids": batch["input_ids"],
             "attention_mask": batch["attention_mask"],
@@ -250,36 +235,24 @@ class LMCollator:
             [e.prompt for e in examples], _items(examples), targets=[e.target for e in examples], padding_side="right"
         )
 
-    def pack(self, examples: Sequence[Example]) -> dict[str, Any]:
-        import torch
+    @staticmethod
+    def pack(batch: Any) -> dict[str, Any]:
+        """A right-padded processor batch as one packed row."""
+        from zoo.training.packing import cu_seq_lens
 
-        rows = pack_rows([e.length for e in examples])
-        ordered = [examples[k] for row in rows for k in row]
-        batch = self._process(ordered)
         lengths = batch["attention_mask"].sum(1).tolist()
-        spans, start = [], 0
-        for row in rows:
-            spans.append(range(start, start + len(row)))
-            start += len(row)
-        width = max(sum(lengths[k] for k in span) for span in spans)
-        ids, labels, positions = [], [], []
-        pad_id = self.processor.tokenizer.pad_token_id
-        for span in spans:
-            used = sum(lengths[k] for k in span)
-            ids.append(torch.cat([batch["input_ids"][k, : lengths[k]] for k in span] + [torch.full((width - used,), pad_id)]))
-            labels.append(torch.cat([batch["labels"][k, : lengths[k]] for k in span] + [torch.full((width - used,), IGNORE_INDEX)]))
-            positions.append(torch.cat([torch.arange(lengths[k]) for k in span] + [torch.arange(width - used)]))
-        modality_inputs = {}
-        for modality, inputs in batch["modality_inputs"].items():
-            per_example = inputs["items_per_sample"]
-            per_row = torch.stack([per_example[span.start : span.stop].sum() for span in spans])
-            modality_inputs[modality] = {**inputs, "items_per_sample": per_row}
+        real = batch["attention_mask"].bool()
+        modality_inputs = {
+            modality: {**inputs, "items_per_sample": inputs["items_per_sample"].sum().reshape(1)}
+            for modality, inputs in batch["modality_inputs"].items()
+        }
         return {
-            "input_ids": torch.stack(ids),
+            "input_ids": batch["input_ids"][real][None],
             "attention_mask": None,
-            "position_ids": torch.stack(positions),
-            "labels": torch.stack(labels),
+            "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
+            "labels": batch["labels"][real][None],
             "modality_inputs": modality_inputs,
+            "cu_seq_lens": cu_seq_lens(lengths),
         }
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.processing import IGNORE_INDEX
+from zoo.training.packing import packed_attention, varlen_kwargs
 from zoo.training.stages import is_dual_encoder, is_predictor, is_seq2seq_lm
 
 
@@ -51,7 +52,8 @@ def with_penalty(
 
 
 class CausalLMObjective(nn.Module):
-    """A ``MultimodalLM`` forward with explicit position ids (packed rows restart them) and a summed loss."""
+    """A ``MultimodalLM`` forward with explicit position ids and a summed loss; a packed row (``cu_seq_lens``
+    given) restarts its position ids at each example and attends within each (:mod:`zoo.training.packing`)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -64,11 +66,17 @@ class CausalLMObjective(nn.Module):
         position_ids: torch.Tensor,
         labels: torch.Tensor,
         modality_inputs: Mapping[str, Any],
+        cu_seq_lens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         embeds = self.model.embed_inputs(input_ids, modality_inputs)
-        output = self.model.language_model(
-            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        )
+        language_model = self.model.language_model
+        inputs = {"inputs_embeds": embeds, "attention_mask": attention_mask, "position_ids": position_ids,
+                  "use_cache": False}
+        if cu_seq_lens is None:
+            output = language_model(**inputs)
+        else:
+            with packed_attention(language_model):
+                output = language_model(**inputs, **varlen_kwargs(cu_seq_lens))
         return with_penalty(token_loss_sum(output.logits, labels), self.model, labels[:, 1:], attention_mask)
 
 

@@ -139,7 +139,7 @@ def _step_tokens(plan: list[list[int]], data: TrainingData, accum: int) -> list[
 
 
 def _check_packing(objective: nn.Module, collator: LMCollator, examples: list[Any], device: Any) -> None:
-    """Packed rows must give the padded rows' loss; a backbone that ignores packed position ids does not."""
+    """A packed row must give the padded rows' loss; a backbone that ignores the packed layout does not."""
     from zoo.processing import move_to
 
     objective.eval()
@@ -150,7 +150,7 @@ def _check_packing(objective: nn.Module, collator: LMCollator, examples: list[An
     if not torch.allclose(packed, padded, rtol=1e-4, atol=1e-4):
         raise TrainingError(
             f"packed batching changes this language model's loss ({float(packed):.6f} vs {float(padded):.6f} padded): "
-            "its attention ignores packed position ids; use batching='padded' or 'length-grouped'"
+            "its attention crosses example boundaries or ignores packed position ids; use batching='padded' or 'length-grouped'"
         )
 
 
