@@ -1,6 +1,6 @@
 """Evaluation throughput: batched generation and multiple-choice scoring vs a one-sample-at-a-time loop.
 
-Both sides use the same model, prompts and settings, in one run (best of three timings each); the script
+Both sides use the same model, prompts and settings, in one run (best of five interleaved timings each); the script
 checks that batching changes no prediction and prints samples/s side by side.
 
     .venv/bin/python benchmarks/eval_throughput.py [--model tiny-test-vlm] [--n 64] [--batch-size 16]
@@ -35,17 +35,20 @@ def _inputs(n: int) -> tuple[list[str], list[list[np.ndarray]]]:
     return prompts, images
 
 
-REPEATS = 3
+REPEATS = 5
 
 
-def _timed(fn) -> tuple[float, object]:
-    """Best wall time of ``REPEATS`` runs (the machine may be shared) and the last output."""
-    best, out = float("inf"), None
+def _timed_pair(batched, loop) -> tuple[float, object, float, object]:
+    """Best wall time of each of two workloads over ``REPEATS`` interleaved runs (on a shared machine a busy
+    spell then slows both alike), and each one's last output."""
+    best = {batched: float("inf"), loop: float("inf")}
+    out = {}
     for _ in range(REPEATS):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+        for fn in (batched, loop):
+            start = time.perf_counter()
+            out[fn] = fn()
+            best[fn] = min(best[fn], time.perf_counter() - start)
+    return best[batched], out[batched], best[loop], out[loop]
 
 
 def generation(model, prompts, images, batch_size: int, max_new_tokens: int) -> dict[str, float]:
@@ -60,8 +63,7 @@ def generation(model, prompts, images, batch_size: int, max_new_tokens: int) -> 
     def loop() -> list[str]:
         return [model.generate_text([p], {"image": [im]}, **settings)[0] for p, im in zip(prompts, images, strict=True)]
 
-    t_batched, out_batched = _timed(batched)
-    t_loop, out_loop = _timed(loop)
+    t_batched, out_batched, t_loop, out_loop = _timed_pair(batched, loop)
     assert out_batched == out_loop, "batched generation changed a prediction"
     return {"batched": len(prompts) / t_batched, "loop": len(prompts) / t_loop}
 
@@ -88,8 +90,7 @@ def multiple_choice(model, prompts, images, batch_size: int) -> dict[str, float]
             out.append(torch.stack([ll, counts.to(ll.dtype)], -1).view(1, len(OPTIONS), 2))
         return torch.cat(out)
 
-    t_batched, ll_batched = _timed(batched)
-    t_loop, ll_loop = _timed(loop)
+    t_batched, ll_batched, t_loop, ll_loop = _timed_pair(batched, loop)
     torch.testing.assert_close(ll_batched, ll_loop, rtol=1e-4, atol=1e-4)
     for scores in (lambda s: s[..., 0], lambda s: s[..., 0] / s[..., 1]):  # raw and length-normalised
         assert torch.equal(scores(ll_batched).argmax(1), scores(ll_loop).argmax(1)), "batching changed a chosen option"

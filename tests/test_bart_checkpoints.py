@@ -2,7 +2,7 @@
 encoder–decoder giving transformers' own logits, greedy and beam generations, with the generation defaults the
 checkpoint carries (``generation_config.json``, or an old config.json's settings) applied as transformers applies
 them and overridden by the caller's arguments. A tiny random BART saved by transformers in the Hub layout, with
-the bundled tiny BPE tokenizer, stands in for a Hub repo."""
+the bundled tiny BPE tokenizer framing text as BART's does (``<s> text </s>``), stands in for a Hub repo."""
 
 from __future__ import annotations
 
@@ -23,8 +23,10 @@ from zoo.cli import app
 from zoo.converters.bart import bart_key_map
 from zoo.converters.families import convert_config
 from zoo.errors import WeightsError
+from zoo.evaluation.runners import build_options, score_options
 from zoo.loading import hf_checkpoint_conversion
 from zoo.models.multimodal_seq2seq_lm import MultimodalSeq2SeqLM
+from zoo.processing import IGNORE_INDEX
 from zoo.spec import SpecError, spec_from_dict, spec_to_dict
 
 # vocab_size leaves room for tiny-bpe's 600 tokens (pad 0, <s> 1, </s> 2), so nothing is resized; BART starts
@@ -56,14 +58,17 @@ def offline():
 def tiny_bart(tmp_path_factory) -> tuple[Path, BartForConditionalGeneration]:
     """A tiny random BartForConditionalGeneration saved like a Hub repo (config.json, generation_config.json,
     model.safetensors, its tokenizer), its ``final_logits_bias`` made non-zero so that a load that skipped it
-    shows, and transformers' own model loaded back from it."""
+    shows, its tokenizer framing every text ``<s> text </s>`` as BART's does, and transformers' own model loaded
+    back from it."""
     root = tmp_path_factory.mktemp("bart") / "checkpoint"
     torch.manual_seed(0)
     model = BartForConditionalGeneration(AutoConfig.for_model("bart", **TINY_BART))
     with torch.no_grad():
         model.final_logits_bias.normal_(0.0, 1.0)
     model.save_pretrained(root)
-    load_tokenizer("bundled:tiny-bpe").save_pretrained(root)
+    tokenizer = load_tokenizer("bundled:tiny-bpe")
+    tokenizer.add_bos_token, tokenizer.add_eos_token = True, True
+    tokenizer.save_pretrained(root)
     return root, BartForConditionalGeneration.from_pretrained(root).eval()
 
 
@@ -106,13 +111,35 @@ def test_logits_and_loss_match_transformers(tiny_bart, loaded):
     tokenizer = loaded.processor.tokenizer
     encoded = tokenizer(PROMPTS[1], add_special_tokens=False)["input_ids"]
     assert batch["input_ids"][1][batch["attention_mask"][1].bool()].tolist() == [
-        tokenizer.bos_token_id, *encoded, tokenizer.eos_token_id]  # <s> prompt </s>, as BART's tokenizer frames it
+        tokenizer.bos_token_id, *encoded, tokenizer.eos_token_id] == tokenizer(PROMPTS[1])["input_ids"]  # <s> prompt </s>
     with torch.no_grad():
         ours = loaded(**batch)
         theirs = reference(**reference_inputs(batch), labels=batch["labels"])
     assert ours.logits.dtype == torch.float32 and ours.logits.shape[1] == batch["labels"].shape[1]
     torch.testing.assert_close(ours.logits, theirs.logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours.loss, theirs.loss, rtol=1e-4, atol=1e-4)
+
+
+def test_answers_are_the_labels_transformers_fine_tunes_bart_on_and_are_scored_as_it_scores_them(tiny_bart, loaded):
+    """transformers fine-tunes BART on ``labels=tokenizer(text_target=answer)``, ``<s> answer </s>``: those are the
+    zoo's labels, and its summed answer loss (training) and each option's log-likelihood (multiple-choice
+    scoring) are BartForConditionalGeneration's own on the tokenizer's encoding of prompt and answer."""
+    reference = tiny_bart[1]
+    tokenizer = loaded.processor.tokenizer
+    batch = loaded.processor(PROMPTS, targets=ANSWERS)
+    log_likelihoods, counts = score_options(loaded, build_options(loaded, PROMPTS[:1], None, [ANSWERS]))
+    for i, answer in enumerate(ANSWERS):
+        labels = tokenizer(text_target=answer, return_tensors="pt")["input_ids"]
+        assert labels[0, 0] == tokenizer.bos_token_id and labels[0, -1] == tokenizer.eos_token_id
+        row = batch["labels"][i]
+        assert row[row != IGNORE_INDEX].tolist() == labels[0].tolist()
+        with torch.no_grad():
+            ours = loaded.answer_loss_sum(**loaded.processor(PROMPTS[i : i + 1], targets=[answer]))
+            theirs = reference(**tokenizer(PROMPTS[i], return_tensors="pt"), labels=labels).loss * labels.shape[1]
+            option = reference(**tokenizer(PROMPTS[0], return_tensors="pt"), labels=labels).loss * labels.shape[1]
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(log_likelihoods[i], -option, rtol=1e-4, atol=1e-4)
+        assert counts[i] == labels.shape[1]
 
 
 def test_greedy_generation_matches_transformers(tiny_bart, loaded):

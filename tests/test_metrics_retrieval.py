@@ -160,12 +160,15 @@ def test_dimension_mismatch_is_explained() -> None:
         retrieval_metrics(torch.ones(2, 3), GALLERY, [[0], [1]])
 
 
+@pytest.mark.parametrize("kept_tile_bytes", [0, 64 << 20])
 @pytest.mark.parametrize("tile_elements", [1, 3, 8])
-def test_ranks_exact_across_cache_tiles(monkeypatch, tile_elements: int) -> None:
-    """Tiny count tiles put tied items before, inside and after the positive's tile: ranks still match."""
+def test_ranks_exact_across_cache_tiles(monkeypatch, tile_elements: int, kept_tile_bytes: int) -> None:
+    """Tiny score tiles put tied items before, inside and after the positive's tile: ranks still match, whether
+    the tiles holding positives are kept between passes or computed again."""
     import tasks.metrics.retrieval as retrieval
 
     monkeypatch.setattr(retrieval, "_TILE_ELEMENTS", tile_elements)
+    monkeypatch.setattr(retrieval, "_KEPT_TILE_BYTES", kept_tile_bytes)
     gen = torch.Generator().manual_seed(1)
     q = torch.randint(-2, 3, (9, 2), generator=gen).float()
     g = torch.randint(-2, 3, (23, 2), generator=gen).float()  # 23 items over 25 values: many exact ties

@@ -4,6 +4,8 @@ cannot serve are refused by name."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
@@ -97,3 +99,37 @@ def test_a_model_whose_attention_cannot_switch_is_refused(monkeypatch):
     with pytest.raises(TrainingError, match="packed batching needs a language model whose attention can be switched"):
         with packed_attention(model):
             pass
+
+
+def test_gradient_checkpointing_recomputes_the_packed_attention_in_the_backward_pass():
+    """With gradient checkpointing the backward pass runs each layer's forward again: the packed attention must
+    hold there too (the trainer keeps it over forward and backward), else the gradients are those of a row whose
+    examples attend to each other."""
+    import zoo
+    from zoo.training.data import Example, LMCollator
+    from zoo.training.objectives import CausalLMObjective
+
+    torch.manual_seed(0)
+    model = zoo.build("tiny-test-vlm")
+    model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    objective = CausalLMObjective(model)
+    examples = [Example(index=i, source=f"row {i}", prompt=f"question {i} " * (i + 1), target=f"answer {i}")
+                for i in range(3)]
+    parameter = model.language_model.get_input_embeddings().weight
+
+    def gradient(batch, outer) -> torch.Tensor:
+        parameter.grad = None
+        with outer():
+            objective(**batch).backward()
+        return parameter.grad.clone()
+
+    padded = gradient(LMCollator(model.processor, packed=False)(examples), contextlib.nullcontext)
+    row = LMCollator(model.processor, packed=True)(examples)
+    torch.testing.assert_close(gradient(row, lambda: packed_attention(model.language_model)), padded,
+                               rtol=1e-4, atol=1e-6)
+    try:  # without it the recomputation is another attention: torch's checkpoint refuses it, or the gradient is off
+        unpacked = gradient(row, contextlib.nullcontext)
+    except torch.utils.checkpoint.CheckpointError:
+        return
+    assert not torch.allclose(unpacked, padded, rtol=1e-4, atol=1e-6)

@@ -19,7 +19,9 @@ from zoo.converters.families import convert_config
 from zoo.converters.t5 import t5_key_map
 from zoo.errors import WeightsError
 from zoo.evaluation.evaluate import evaluate
+from zoo.evaluation.runners import build_options, score_options
 from zoo.models.multimodal_seq2seq_lm import MultimodalSeq2SeqLM
+from zoo.processing import IGNORE_INDEX
 from zoo.spec import SpecError, spec_from_dict
 
 # vocab_size leaves room for tiny-bpe's 600 tokens, so nothing is resized; the wide initialisation makes greedy
@@ -85,6 +87,35 @@ def test_logits_and_loss_match_transformers(tiny_t5, loaded):
     assert ours.logits.dtype == torch.float32 and ours.logits.shape[1] == batch["labels"].shape[1]
     torch.testing.assert_close(ours.logits, theirs.logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours.loss, theirs.loss, rtol=1e-4, atol=1e-4)
+
+
+def test_answers_are_the_labels_transformers_fine_tunes_t5_on_and_are_scored_as_it_scores_them(tiny_t5, tmp_path):
+    """transformers fine-tunes T5 on ``labels=tokenizer(text_target=answer)``, ``answer </s>``: with a tokenizer
+    framing text as T5's does (no BOS, ``</s>`` last) those are the zoo's labels, and its summed answer loss and
+    each option's log-likelihood are T5ForConditionalGeneration's own on the tokenizer's encoding."""
+    root, reference = tiny_t5
+    copy = Path(shutil.copytree(root, tmp_path / "ckpt"))
+    t5_framed = load_tokenizer("bundled:tiny-bpe")
+    t5_framed.bos_token, t5_framed.add_eos_token = None, True
+    t5_framed.save_pretrained(copy)
+    model = zoo.load(f"hf:{copy}")
+    tokenizer = model.processor.tokenizer
+    batch = model.processor(PROMPTS, targets=ANSWERS)
+    log_likelihoods, counts = score_options(model, build_options(model, PROMPTS[:1], None, [ANSWERS]))
+    for i, answer in enumerate(ANSWERS):
+        labels = tokenizer(text_target=answer, return_tensors="pt")["input_ids"]
+        assert labels[0].tolist() == [*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        row = batch["labels"][i]
+        assert row[row != IGNORE_INDEX].tolist() == labels[0].tolist()
+        encoded = tokenizer(PROMPTS[i], return_tensors="pt")
+        assert batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist() == encoded["input_ids"][0].tolist()
+        with torch.no_grad():
+            ours = model.answer_loss_sum(**model.processor(PROMPTS[i : i + 1], targets=[answer]))
+            theirs = reference(**encoded, labels=labels).loss * labels.shape[1]
+            option = reference(**tokenizer(PROMPTS[0], return_tensors="pt"), labels=labels).loss * labels.shape[1]
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(log_likelihoods[i], -option, rtol=1e-4, atol=1e-4)
+        assert counts[i] == labels.shape[1]
 
 
 def test_greedy_generation_matches_transformers(tiny_t5, loaded):

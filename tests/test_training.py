@@ -162,7 +162,8 @@ def test_adapter_refuses_another_base(instruct_run):
         load_adapter(instruct_run[1].final_dir, other)
 
 
-def test_packed_batches_give_the_padded_loss(scenes, tmp_path):
+@pytest.mark.parametrize("checkpointing", [False, True])  # True: the backward pass recomputes the packed attention
+def test_packed_batches_give_the_padded_loss(scenes, tmp_path, checkpointing):
     model = zoo.build("tiny-test-vlm")
     examples = build_examples(model, load_task("vqa"), scenes / "train.jsonl").examples
     packed = LMCollator(model.processor, packed=True)(examples[:4])
@@ -171,7 +172,8 @@ def test_packed_batches_give_the_padded_loss(scenes, tmp_path):
     assert packed["cu_seq_lens"].tolist() == [0, *itertools.accumulate(lengths)]
     losses = {}
     for mode in ("packed", "padded"):
-        _train(zoo.build("tiny-test-vlm"), "instruct", tmp_path / mode, scenes, batching=mode)
+        _train(zoo.build("tiny-test-vlm"), "instruct", tmp_path / mode, scenes, batching=mode,
+               gradient_checkpointing=checkpointing)
         losses[mode] = [r["loss"] for r in _steps(tmp_path / mode)]
     assert losses["packed"] == pytest.approx(losses["padded"], abs=1e-5)
 

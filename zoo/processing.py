@@ -252,10 +252,18 @@ class MultimodalProcessor:
 
 class Seq2SeqProcessor(MultimodalProcessor):
     """The processor of an encoder–decoder (``MultimodalSeq2SeqLM``): the prompt, placeholders expanded as for a
-    causal LM and ended by EOS as T5 and BART tokenizers end an input, is the encoder's input; the answer (and
-    EOS) is the decoder's ``labels``, padded with -100. The encoder input is always right-padded, whatever
-    ``padding_side`` asks: the encoder reads it whole, so generation needs no left padding, and right padding
-    keeps absolute positions (BART's) where the model learned them."""
+    causal LM and ended by EOS as T5 and BART tokenizers end an input, is the encoder's input; the answer, framed
+    as the tokenizer frames a target, is the decoder's ``labels``, padded with -100. The encoder input is always
+    right-padded, whatever ``padding_side`` asks: the encoder reads it whole, so generation needs no left padding,
+    and right padding keeps absolute positions (BART's) where the model learned them."""
+
+    def _answer_ids(self, target: str) -> list[int]:
+        """The labels transformers trains this tokenizer's checkpoints on (``tokenizer(text_target=...)``: T5's
+        ``answer </s>``, BART's ``<s> answer </s>``), so training and scoring match a fine-tuned checkpoint; ended
+        by EOS where the tokenizer's template adds none, as the decoder must learn to stop."""
+        ids = self.tokenizer(text_target=target)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        return ids if ids[-1:] == [eos] else [*ids, eos]
 
     def _layout(self, prompt_ids: list[int], answer_ids: list[int] | None) -> tuple[list[int], list[int] | None]:
         return [*prompt_ids, self.tokenizer.eos_token_id], answer_ids

@@ -271,6 +271,8 @@ def check_rows(task: TaskConfig, rows: Sequence[Row]) -> dict[int, str]:
         try:
             if task.modality:
                 _item(task, row)
+            elif "item" in task.fields:  # a text-only task's input: a non-empty string
+                _string(_present(row, task.column("item"), "the text input"), repr(task.column("item")))
             KIND_CHECKS[task.kind](task, row)
         except ValueError as err:
             problems[row.index] = str(err)

@@ -55,7 +55,9 @@ def run_generate(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size: 
     """Batched generation (left padding for a causal LM; an encoder–decoder's processor pads right);
     ``num_return_sequences > 1`` gives a ranked list per row."""
     outcome = Outcome()
-    settings = {"do_sample": False, "max_new_tokens": 32, **task.generation}
+    # 32 new tokens unless the task or the checkpoint's generation defaults (spec.generation) bound the length
+    bounded = {"max_length", "max_new_tokens"} & {*task.generation, *getattr(model.spec, "generation", {})}
+    settings = {"do_sample": False, **({} if bounded else {"max_new_tokens": 32}), **task.generation}
     per_row = int(settings.get("num_return_sequences", 1))
     bar = _progress(len(rows), f"{task.name}: generate", progress)
     for chunk in chunks(rows, batch_size):

@@ -133,7 +133,10 @@ def molecule_generation(predictions: Sequence[Any], references: Sequence[Any], p
     texts = [None if p is None else _first(p) for p in predictions]
     summary = molecule_generation_metrics(texts, list(references), profile=profile)
     per_row = molecule_exact_matches(texts, list(references), profile=profile)
-    return Scores(summary, per_row, {})
+    # means over every row, so a row that failed before scoring extends them as an invalid prediction (0)
+    prefix = "molt5_" if profile == "molt5" else ""
+    rates = (f"{prefix or 'canonical_'}exact_match", f"{prefix}validity", *(k for k in summary if k.endswith("_tanimoto")))
+    return Scores(summary, per_row, {}, tuple(k for k in rates if k in summary))
 
 
 def regression(predictions: Sequence[Any], references: Sequence[Any], **_: Any) -> Scores:

@@ -14,6 +14,7 @@ weights, bit for bit, as a run that was never interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -51,6 +52,7 @@ from zoo.training.data import (
 from zoo.training.logs import METRICS_FILE, MetricsLog
 from zoo.training.objectives import make_objective
 from zoo.training.optim import build_optimizer, build_scheduler
+from zoo.training.packing import packed_attention
 from zoo.training.plots import PLOT_FILE, plot_training_curve
 from zoo.training.stages import (
     apply_stage,
@@ -342,9 +344,13 @@ class Trainer:
                    disable=not (config.progress and self.main))
         window = torch.zeros((), device=accelerator.device)
         started = time.perf_counter()
+        packed = config.batching == "packed"
         for batch in batches:
             tokens = self.step_tokens[position.step]
-            with accelerator.accumulate(objective):
+            # a packed row's attention must stay within each example in the backward pass too, where gradient
+            # checkpointing runs the forward again (the objective switches it for its own forward only)
+            attention = packed_attention(self.model.language_model) if packed else contextlib.nullcontext()
+            with accelerator.accumulate(objective), attention:
                 out = objective(**batch)
                 # Contrastive and property: each micro-batch's loss is already a mean. LM: summed over this process's
                 # answer tokens, scaled so that DDP's mean over processes and accelerate's division by
