@@ -1,5 +1,5 @@
-"""Shared fixtures: the path to ``../shared`` (skipping with a reason when absent), seeded torch, and the
-Hypothesis profile (``HYPOTHESIS_PROFILE=ci`` in CI)."""
+"""Shared fixtures: the path to ``../shared`` (skipping with a reason when absent), an offline Hub for a
+module (``hub_offline``), and the Hypothesis profile (``HYPOTHESIS_PROFILE=ci`` in CI)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,12 @@ def shared_dir() -> Path:
     if not (SHARED_DIR / "data").is_dir():
         pytest.skip(f"shared data not found at {SHARED_DIR} (it exists only on project machines)")
     return SHARED_DIR
+
+
+@pytest.fixture(scope="module")
+def hub_offline():
+    """HF_HUB_OFFLINE for a module whose files are all local (``pytestmark = pytest.mark.usefixtures("hub_offline")``):
+    a Hub reference then fails at once instead of connecting."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield

@@ -46,12 +46,7 @@ BART_STYLE = {"num_beams": 3, "forced_bos_token_id": 1, "no_repeat_ngram_size": 
 BEAMS = {**BART_STYLE, "num_return_sequences": 3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    """Every file here is local; with HF_HUB_OFFLINE a Hub reference would fail at once instead of connecting."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("hub_offline")  # every file here is local
 
 
 @pytest.fixture(scope="module")

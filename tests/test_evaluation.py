@@ -307,3 +307,34 @@ def test_retrieval_ids_stay_stable_when_items_or_captions_fail(sizes, seed, data
         assert full.metrics["image_to_text/median_rank"] == alone.metrics["image_to_text/median_rank"]
     else:
         assert full.metrics == {}
+
+
+def test_equal_captions_are_embedded_once_and_tie_by_gallery_index(clip, scenes, tmp_path):
+    """Two rows with the same caption text: the text is embedded once, so both captions score exactly alike and
+    the earlier one ranks first for every image (the tie rule), whatever batch each would have sat in."""
+    rows = [json.loads(line) for line in (scenes / "manifest.jsonl").read_text().splitlines() if line.startswith('{"')]
+    rows = [r for r in rows if r["image"] != "broken.png"][:4]
+    for r in rows:
+        r["captions"] = ["the same words"] if r is rows[0] or r is rows[2] else [f"caption of {r['id']}"]
+        shutil.copy(scenes / r["image"], tmp_path / r["image"])
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    seen: list[str] = []
+    processor = clip.processor
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(processor, name)
+
+        def __call__(self, modality, values):
+            seen.extend(values if modality == "text" else [])
+            return processor(modality, values)
+
+    clip.processor = Recording()
+    try:
+        results = evaluate(clip, "retrieval", tmp_path / "manifest.jsonl", batch_size=1, progress=False, report=False,
+                           metric_options={"ks": [1, 4]})
+    finally:
+        clip.processor = processor
+    assert sorted(seen) == sorted(["the same words", f"caption of {rows[1]['id']}", f"caption of {rows[3]['id']}"])
+    # image 2's caption scores exactly as row 0's, which comes first in the gallery: image 2 cannot be a hit at 1
+    assert results["num_failed"] == 0 and results["metrics"]["image_to_text/recall@1"] <= 3 / 4

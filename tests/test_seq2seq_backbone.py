@@ -36,12 +36,7 @@ ANSWERS = ["ethanol is an alcohol", "benzene"]
 GREEDY = {"max_new_tokens": 8, "do_sample": False, "num_beams": 1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    """Every file here is local; with HF_HUB_OFFLINE a Hub reference would fail at once instead of connecting."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("hub_offline")  # every file here is local
 
 
 def seq2seq_spec(backbone: dict[str, Any]) -> dict[str, Any]:

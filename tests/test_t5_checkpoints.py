@@ -36,12 +36,7 @@ BEAMS = {"max_new_tokens": 6, "do_sample": False, "num_beams": 3, "num_return_se
 CHEBI20 = Path(__file__).parents[1] / "tasks" / "samples" / "chebi20-test-100.tsv"  # real ChEBI-20 test rows
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    """Every file here is local; with HF_HUB_OFFLINE a Hub reference would fail at once instead of connecting."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("hub_offline")  # every file here is local
 
 
 @pytest.fixture(scope="module")

@@ -32,12 +32,7 @@ TASKS = {
     "chebi20-smiles2caption": ("SMILES", "description", CAPTION_KEYS),
     "chebi20-caption2smiles": ("description", "SMILES", MOLT5_KEYS),
 }
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    """Every file here is local; with HF_HUB_OFFLINE a Hub reference would fail at once instead of connecting."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("hub_offline")  # every file here is local
 
 
 @pytest.fixture(scope="module")

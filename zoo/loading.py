@@ -30,6 +30,7 @@ from zoo.weights.checkpoint import (
     fetch_checkpoint,
     parse_hf_reference,
     read_config,
+    read_json_object,
     weight_files,
 )
 from zoo.weights.hub import hub_access, hub_file, spec_hub_files
@@ -207,13 +208,7 @@ def _checkpoint_generation(folder: Path, name: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     where = f"{name} {GENERATION_CONFIG}"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise WeightsError(f"{where} is not valid JSON ({err}); fetch or save the checkpoint again") from err
-    if not isinstance(data, dict):
-        raise WeightsError(f"{where} must be a JSON object, got {type(data).__name__}")
-    return generation_from_checkpoint(data, where)
+    return generation_from_checkpoint(read_json_object(path, where), where)
 
 
 def _load_hf_checkpoint(name: str, device: Any, dtype: Any, allow_dtype_cast: bool) -> Any:

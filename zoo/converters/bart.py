@@ -25,9 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
-from zoo.converters.families import Conversion
+from zoo.converters.families import Conversion, text_to_text_key_map, text_to_text_spec
 from zoo.spec import SpecError, generation_from_checkpoint
 
 _KEY = re.compile(r"model\.(?:shared|encoder|decoder)\..+|lm_head\.weight|final_logits_bias")
@@ -39,18 +37,7 @@ _TIED = ("model.shared.weight", "model.encoder.embed_tokens.weight", "model.deco
 def bart_key_map(state_dict: Mapping[str, Any]) -> dict[str, str | None]:
     """``{checkpoint key: zoo key, or None for a dropped copy of the tied embeddings}`` for every key of one
     BartForConditionalGeneration checkpoint file."""
-    unknown = sorted(key for key in state_dict if not _KEY.fullmatch(key))
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} key(s) fit no BART rule (not a BartForConditionalGeneration checkpoint?): "
-            f"{', '.join(unknown[:10])}"
-        )
-    kept = next((state_dict[key] for key in _TIED if isinstance(state_dict.get(key), torch.Tensor)), None)
-    return {
-        key: None if key in _TIED and state_dict[key] is not kept and torch.equal(state_dict[key], kept)
-        else f"language_model.{key}"
-        for key in state_dict
-    }
+    return text_to_text_key_map(state_dict, _KEY, _TIED, "BART", "BartForConditionalGeneration")
 
 
 # The BartConfig fields a bart spec writes out, with BartConfig's defaults: a checkpoint's config.json may omit
@@ -89,15 +76,7 @@ def bart_family(config: Mapping[str, Any], pretrained: str, revision: str | None
                             "BartForConditionalGeneration computes; this checkpoint is another model (mBART, "
                             "Marian or Blenderbot set these) — load it as that model_type")
     bart = {key: config.get(key, default) for key, default in _BART_DEFAULTS.items()}
-    pinned = {"revision": revision} if revision else {}
-    spec = {
-        "type": "multimodal-lm",
-        "seed": 0,
-        "encoders": {},
-        "projectors": {},
-        "backbone": {"type": "hf-seq2seq-lm", "config": {"model_config": {"model_type": "bart", **bart}}},
-        "tokenizer": {"type": "pretrained", "path": pretrained, **pinned},
-        # the generation settings config.json holds beside the model's own fields (those stay in model_config)
-        "generation": generation_from_checkpoint({k: v for k, v in config.items() if k not in bart}, where),
-    }
+    # the generation settings config.json holds beside the model's own fields (those stay in model_config)
+    generation = generation_from_checkpoint({k: v for k, v in config.items() if k not in bart}, where)
+    spec = text_to_text_spec({"model_type": "bart", **bart}, pretrained, revision, generation)
     return Conversion("bart", spec, "bart")

@@ -71,6 +71,43 @@ def rename_by_rules(keys: Iterable[str], rules: RenameRules, family: str, checkp
     return renames
 
 
+def text_to_text_key_map(
+    state_dict: Mapping[str, Any], keys: re.Pattern[str], tied: tuple[str, ...], family: str, architecture: str
+) -> dict[str, str | None]:
+    """``{checkpoint key: language_model.<key>, or None for a dropped copy of the tied embeddings}`` for every key
+    of a text-only encoder–decoder checkpoint (T5, BART), whose keys all match ``keys``. Of the names of its one
+    tied embedding matrix (``tied``, in order) the first present is kept and a copy equal to it is dropped (the
+    built model holds the tie); a copy that differs is kept, which strict loading then refuses by name."""
+    import torch
+
+    unknown = sorted(key for key in state_dict if not keys.fullmatch(key))
+    if unknown:
+        raise ValueError(f"{len(unknown)} key(s) fit no {family} rule (not a {architecture} checkpoint?): "
+                         f"{', '.join(unknown[:10])}")
+    kept = next((state_dict[key] for key in tied if isinstance(state_dict.get(key), torch.Tensor)), None)
+    return {
+        key: None if key in tied and state_dict[key] is not kept and torch.equal(state_dict[key], kept)
+        else f"language_model.{key}"
+        for key in state_dict
+    }
+
+
+def text_to_text_spec(model_config: Mapping[str, Any], pretrained: str, revision: str | None,
+                      generation: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The zoo spec of a text-only encoder–decoder checkpoint: no modality encoders, its transformers config
+    spelled out as ``model_config``, its own tokenizer, and its generation defaults when it has any."""
+    pinned = {"revision": revision} if revision else {}
+    spec = {
+        "type": "multimodal-lm",
+        "seed": 0,
+        "encoders": {},
+        "projectors": {},
+        "backbone": {"type": "hf-seq2seq-lm", "config": {"model_config": dict(model_config)}},
+        "tokenizer": {"type": "pretrained", "path": pretrained, **pinned},
+    }
+    return {**spec, "generation": dict(generation)} if generation is not None else spec
+
+
 def supported_model_types() -> list[str]:
     """The ``model_type`` values that ``hf:`` checkpoints may have (the registry's ``family`` names)."""
     return registry.names("family")

@@ -20,31 +20,18 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
-from zoo.converters.families import Conversion
+from zoo.converters.families import Conversion, text_to_text_key_map, text_to_text_spec
 from zoo.spec import SpecError
 
 _KEY = re.compile(r"(?:shared|encoder|decoder|lm_head)\..+")
-_SHARED = "shared.weight"
-_TIED_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")
+# the names of T5's one tied embedding matrix, in the order a copy is kept
+_TIED = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")
 
 
 def t5_key_map(state_dict: Mapping[str, Any]) -> dict[str, str | None]:
     """``{checkpoint key: zoo key, or None for a dropped copy of the tied embeddings}`` for every key of one
     T5ForConditionalGeneration checkpoint file."""
-    unknown = sorted(key for key in state_dict if not _KEY.fullmatch(key))
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} key(s) fit no T5 rule (not a T5ForConditionalGeneration checkpoint?): "
-            f"{', '.join(unknown[:10])}"
-        )
-    shared = state_dict.get(_SHARED)
-    return {
-        key: None if key in _TIED_COPIES and isinstance(shared, torch.Tensor) and torch.equal(state_dict[key], shared)
-        else f"language_model.{key}"
-        for key in state_dict
-    }
+    return text_to_text_key_map(state_dict, _KEY, _TIED, "T5", "T5ForConditionalGeneration")
 
 
 # The T5Config fields a t5 spec writes out, with T5Config's defaults: a checkpoint's config.json may omit any
@@ -76,13 +63,5 @@ def t5_family(config: Mapping[str, Any], pretrained: str, revision: str | None) 
         t5["num_decoder_layers"] = t5["num_layers"]
     if t5["decoder_start_token_id"] is None:  # T5 starts decoding from its pad token
         t5["decoder_start_token_id"] = t5["pad_token_id"]
-    pinned = {"revision": revision} if revision else {}
-    spec = {
-        "type": "multimodal-lm",
-        "seed": 0,
-        "encoders": {},
-        "projectors": {},
-        "backbone": {"type": "hf-seq2seq-lm", "config": {"model_config": {"model_type": "t5", **t5}}},
-        "tokenizer": {"type": "pretrained", "path": pretrained, **pinned},
-    }
+    spec = text_to_text_spec({"model_type": "t5", **t5}, pretrained, revision)
     return Conversion("t5", spec, "t5")

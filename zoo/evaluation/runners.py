@@ -256,17 +256,24 @@ def run_retrieval(model: Any, task: TaskConfig, rows: Sequence[Row], batch_size:
     keeps a stable id, and a row whose item or any caption fails is listed and scored as a miss."""
     outcome = Outcome()
     captions = captions_of(rows, task.column("reference"))
-    bar = _progress(len(rows) + len(captions), f"{task.name}: embed", progress)
+    # each distinct caption text is embedded once: equal texts then score exactly alike, and the documented tie
+    # rule (lower gallery index first) ranks them, not float noise from where each sat in a padded batch
+    first: dict[Any, int] = {}  # text -> the id of its first caption
+    owner = {c.id: first.setdefault(c.text if isinstance(c.text, str) else ("not a string", c.id), c.id) for c in captions}
+    distinct = [(c.id, c.text) for c in captions if owner[c.id] == c.id]
+    bar = _progress(len(rows) + len(distinct), f"{task.name}: embed", progress)
     items = _embed_rows(model, task.modality, [(r.index, r.fields[task.column("item")]) for r in rows], batch_size, outcome, bar,
                         item_checker(task))
-    texts, failed = embed_isolating(
-        [(c.id, c.text) for c in captions],
+    by_text, failed_texts = embed_isolating(
+        distinct,
         lambda values: model.processor("text", values),
         lambda batch: model.embed_processed("text", batch.inputs),
         batch_size,
         on_chunk=bar.update,
     )
     bar.close()
+    texts = {c.id: by_text[owner[c.id]] for c in captions if owner[c.id] in by_text}
+    failed = {c.id: failed_texts[owner[c.id]] for c in captions if owner[c.id] in failed_texts}
     for caption in captions:
         if caption.id in failed:
             outcome.failures.setdefault(caption.owner, ("text input", f"caption {caption.text!r:.60}: {failed[caption.id]}"))

@@ -82,13 +82,18 @@ def read_config(directory: Path, where: str) -> dict[str, Any]:
     path = directory / CONFIG
     if not path.is_file():
         raise ModelNotFoundError(f"{where} has no {CONFIG}; it is not a transformers checkpoint")
+    return read_json_object(path, f"{where} {CONFIG}")
+
+
+def read_json_object(path: Path, where: str) -> dict[str, Any]:
+    """A checkpoint file holding one JSON object (config.json, generation_config.json), as plain data."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
-        raise WeightsError(f"{where} {CONFIG} is not valid JSON ({err}); fetch or save the checkpoint again") from err
-    if not isinstance(config, dict):
-        raise WeightsError(f"{where} {CONFIG} must be a JSON object, got {type(config).__name__}")
-    return config
+        raise WeightsError(f"{where} is not valid JSON ({err}); fetch or save the checkpoint again") from err
+    if not isinstance(data, dict):
+        raise WeightsError(f"{where} must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def fetch_checkpoint(checkpoint: HFCheckpoint, weights: bool) -> tuple[Path, str | None]:
