@@ -25,7 +25,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from zoo.converters.families import Conversion, text_to_text_key_map, text_to_text_spec
+from zoo.converters.families import (
+    Conversion,
+    check_text_to_text_architectures,
+    text_to_text_key_map,
+    text_to_text_spec,
+)
 from zoo.spec import SpecError, generation_from_checkpoint
 
 _KEY = re.compile(r"model\.(?:shared|encoder|decoder)\..+|lm_head\.weight|final_logits_bias")
@@ -66,10 +71,7 @@ def bart_family(config: Mapping[str, Any], pretrained: str, revision: str | None
     spelled out, its generation defaults, the checkpoint's tokenizer; its weights load through
     :func:`bart_key_map`."""
     where = f"{pretrained} config.json"
-    architectures = config.get("architectures") or list(_ARCHITECTURES[:1])
-    if not isinstance(architectures, list) or not set(architectures) & set(_ARCHITECTURES):
-        raise SpecError(f"{where}: architectures {architectures!r} is not a BART with its LM head; the bart family "
-                        f"converts {' or '.join(_ARCHITECTURES)} checkpoints (an encoder-decoder that writes text)")
+    check_text_to_text_architectures(config, _ARCHITECTURES, "BART", "bart", where)
     for key, value in _FIXED_LAYOUT.items():
         if key in config and config[key] != value:
             raise SpecError(f"{where}: {key} {config[key]!r} is not BART's layout ({key} {value!r}), which is what "

@@ -92,6 +92,16 @@ def text_to_text_key_map(
     }
 
 
+def check_text_to_text_architectures(config: Mapping[str, Any], accepted: tuple[str, ...], model: str,
+                                     family: str, where: str) -> None:
+    """Refuse a checkpoint whose config.json ``architectures`` names none of ``accepted`` (a missing list counts
+    as the first): it is not an encoder–decoder that writes text."""
+    architectures = config.get("architectures") or list(accepted[:1])
+    if not isinstance(architectures, list) or not set(architectures) & set(accepted):
+        raise SpecError(f"{where}: architectures {architectures!r} is not a {model} with its LM head; the {family} "
+                        f"family converts {' or '.join(accepted)} checkpoints (an encoder-decoder that writes text)")
+
+
 def text_to_text_spec(model_config: Mapping[str, Any], pretrained: str, revision: str | None,
                       generation: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The zoo spec of a text-only encoder–decoder checkpoint: no modality encoders, its transformers config

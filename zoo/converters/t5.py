@@ -20,8 +20,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from zoo.converters.families import Conversion, text_to_text_key_map, text_to_text_spec
-from zoo.spec import SpecError
+from zoo.converters.families import (
+    Conversion,
+    check_text_to_text_architectures,
+    text_to_text_key_map,
+    text_to_text_spec,
+)
 
 _KEY = re.compile(r"(?:shared|encoder|decoder|lm_head)\..+")
 # the names of T5's one tied embedding matrix, in the order a copy is kept
@@ -52,10 +56,7 @@ def t5_family(config: Mapping[str, Any], pretrained: str, revision: str | None) 
     encoders, the T5 config spelled out, the checkpoint's tokenizer; its weights load through
     :func:`t5_key_map`."""
     where = f"{pretrained} config.json"
-    architectures = config.get("architectures") or list(_ARCHITECTURES[:1])
-    if not isinstance(architectures, list) or not set(architectures) & set(_ARCHITECTURES):
-        raise SpecError(f"{where}: architectures {architectures!r} is not a T5 with its LM head; the t5 family "
-                        f"converts {' or '.join(_ARCHITECTURES)} checkpoints (an encoder-decoder that writes text)")
+    check_text_to_text_architectures(config, _ARCHITECTURES, "T5", "t5", where)
     t5 = {key: config.get(key, default) for key, default in _T5_DEFAULTS.items()}
     if config.get("scale_decoder_outputs") is False:  # transformers 5's spelling of the same T5 v1.1 setting
         t5["tie_word_embeddings"] = False
