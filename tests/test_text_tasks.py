@@ -113,6 +113,9 @@ def test_a_row_with_an_empty_cell_fails_and_stays_in_the_denominator(checkpoint,
     assert results["metrics"]["scored_fraction"] == pytest.approx(0.9)
     assert set(results["metrics"]) == TASKS[task][2] | {"scored_fraction"}
     check_ranges(results["metrics"], 10)
+    metrics = results["metrics"]
+    if "molt5_num_invalid" in metrics:  # the failed row is an invalid prediction in the count as in the rate
+        assert metrics["molt5_num_invalid"] == pytest.approx(10 * (1 - metrics["molt5_validity"]))
 
 
 def test_the_baseline_script_scores_both_tasks_on_a_chebi20_folder(tmp_path):

@@ -93,7 +93,9 @@ def _score(task: TaskConfig, rows: list[Row], usable: list[Row], outcome: Outcom
                 outcome.predictions[row.index] = answer
     for k, message in scores.unparsable.items():
         outcome.failures.setdefault(usable[k].index, ("generation", message))
-    summary = {k: v * coverage if k in scores.rate_keys else v for k, v in scores.summary.items()}
+    unscored = len(rows) - len(usable)
+    summary = {k: v * coverage if k in scores.rate_keys else v + unscored if k in scores.count_keys else v
+               for k, v in scores.summary.items()}
     scored = coverage * summary.get("scored_fraction", 1.0)  # rows that ran, times those the metric could score
     if scored < 1:
         summary["scored_fraction"] = scored

@@ -22,6 +22,7 @@ class Scores:
     unparsable: dict[int, str]
     rate_keys: tuple[str, ...] = ()
     answers: list[Any] | None = None  # the predictions as scored, when the metric normalised them
+    count_keys: tuple[str, ...] = ()  # counts of failed predictions: a row that failed before scoring adds one
 
 
 def _first(prediction: Any) -> str:
@@ -136,7 +137,8 @@ def molecule_generation(predictions: Sequence[Any], references: Sequence[Any], p
     # means over every row, so a row that failed before scoring extends them as an invalid prediction (0)
     prefix = "molt5_" if profile == "molt5" else ""
     rates = (f"{prefix or 'canonical_'}exact_match", f"{prefix}validity", *(k for k in summary if k.endswith("_tanimoto")))
-    return Scores(summary, per_row, {}, tuple(k for k in rates if k in summary))
+    return Scores(summary, per_row, {}, tuple(k for k in rates if k in summary),
+                  count_keys=tuple(k for k in (f"{prefix}num_invalid",) if k in summary))
 
 
 def regression(predictions: Sequence[Any], references: Sequence[Any], **_: Any) -> Scores:
