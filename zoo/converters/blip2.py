@@ -117,6 +117,25 @@ def qformer_settings(
     return {key: qformer.get(key, default) for key, default in defaults.items()}, queries, image_token
 
 
+def qformer_image_parts(pretrained: str, pinned: Mapping[str, str], q: Mapping[str, Any], queries: int,
+                        **projector: Any) -> dict[str, Any]:
+    """The ``encoders`` and ``projectors`` of a BLIP-2-style spec: the checkpoint's vision tower (last layer after
+    its LayerNorm) into a Q-Former of ``queries`` queries with the settings ``q`` that :func:`qformer_settings`
+    read, plus ``projector`` settings of the family (InstructBLIP's text embeddings)."""
+    return {
+        "encoders": {"image": {"type": "hf-vision", "config": {
+            "pretrained": pretrained, **pinned, "vision_feature_layer": -1, "feature_select_strategy": "full",
+            "post_layernorm": True,
+        }}},
+        "projectors": {"image": {"type": "qformer", "config": {
+            "num_queries": queries, "num_layers": q["num_hidden_layers"], "num_heads": q["num_attention_heads"],
+            "hidden_size": q["hidden_size"], "intermediate_size": q["intermediate_size"],
+            "cross_attention_every": q["cross_attention_frequency"], "dropout": q["hidden_dropout_prob"],
+            "input_norm": False, "batched_queries": True, **projector,
+        }}},
+    }
+
+
 def blip2_family(config: Mapping[str, Any], pretrained: str, revision: str | None) -> Conversion:
     """The zoo spec of a ``Blip2ForConditionalGeneration`` checkpoint with an OPT or a (Flan-)T5 language model,
     as the ``blip2-opt-2.7b`` card writes it; its weights load through :func:`blip2_key_map`."""
@@ -135,16 +154,7 @@ def blip2_family(config: Mapping[str, Any], pretrained: str, revision: str | Non
         "type": "multimodal-lm",
         "seed": 0,
         "bos_after_leading_placeholders": True,  # <image>x32, BOS, text: Blip2Processor's (and LAVIS's) layout
-        "encoders": {"image": {"type": "hf-vision", "config": {
-            "pretrained": pretrained, **pinned, "vision_feature_layer": -1, "feature_select_strategy": "full",
-            "post_layernorm": True,
-        }}},
-        "projectors": {"image": {"type": "qformer", "config": {
-            "num_queries": queries, "num_layers": q["num_hidden_layers"], "num_heads": q["num_attention_heads"],
-            "hidden_size": q["hidden_size"], "intermediate_size": q["intermediate_size"],
-            "cross_attention_every": q["cross_attention_frequency"], "dropout": q["hidden_dropout_prob"],
-            "input_norm": False, "batched_queries": True,
-        }}},
+        **qformer_image_parts(pretrained, pinned, q, queries),
         "backbone": _LANGUAGE_MODELS[language_model](text, pretrained, revision),
         "tokenizer": {"type": "pretrained", "path": pretrained, **pinned},
     }

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from zoo.converters.blip2 import blip2_key_map, qformer_settings
+from zoo.converters.blip2 import blip2_key_map, qformer_image_parts, qformer_settings
 from zoo.converters.families import Conversion
 from zoo.converters.llava import LLAMA_DEFAULTS
 from zoo.spec import SpecError
@@ -97,17 +97,8 @@ def instructblip_family(config: Mapping[str, Any], pretrained: str, revision: st
         "seed": 0,
         "bos_after_leading_placeholders": True,  # <image>x32, BOS, text: InstructBlipProcessor's layout
         "projector_tokenizers": {"image": {"path": pretrained, **pinned, "subfolder": _QFORMER_TOKENIZER}},
-        "encoders": {"image": {"type": "hf-vision", "config": {
-            "pretrained": pretrained, **pinned, "vision_feature_layer": -1, "feature_select_strategy": "full",
-            "post_layernorm": True,
-        }}},
-        "projectors": {"image": {"type": "qformer", "config": {
-            "num_queries": queries, "num_layers": q["num_hidden_layers"], "num_heads": q["num_attention_heads"],
-            "hidden_size": q["hidden_size"], "intermediate_size": q["intermediate_size"],
-            "cross_attention_every": q["cross_attention_frequency"], "dropout": q["hidden_dropout_prob"],
-            "input_norm": False, "batched_queries": True,
-            "text_vocab_size": q["vocab_size"], "text_max_positions": q["max_position_embeddings"],
-        }}},
+        **qformer_image_parts(pretrained, pinned, q, queries, text_vocab_size=q["vocab_size"],
+                              text_max_positions=q["max_position_embeddings"]),
         "backbone": _llama_backbone(text),
         "tokenizer": {"type": "pretrained", "path": pretrained, **pinned},
     }
