@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, BartConfig, BartForConditionalGeneration, GenerationConfig
+from transformers import AutoConfig, BartConfig, BartForConditionalGeneration, BartModel, GenerationConfig
 from typer.testing import CliRunner
 
 import zoo
@@ -305,6 +305,33 @@ def test_the_key_map_names_every_key_and_rejects_strangers():
     with pytest.raises(ValueError, match="2 key.*classification_head.dense.weight, encoder.layers.0.fc1.weight"):
         bart_key_map({**state, "classification_head.dense.weight": torch.zeros(1),
                       "encoder.layers.0.fc1.weight": torch.zeros(1)})
+
+
+def test_a_bart_model_checkpoint_loads_with_a_zero_logits_bias_as_transformers_reads_it(tmp_path):
+    """A file saved by ``BartModel`` (facebook/bart-base's architecture) holds BartForConditionalGeneration's
+    ``model.*`` tensors without the prefix and no ``final_logits_bias``: the zoo gives transformers' logits and
+    greedy tokens, with the bias at zero, as transformers leaves it; a file mixing both layouts is refused."""
+    torch.manual_seed(1)
+    BartModel(AutoConfig.for_model("bart", **TINY_BART)).save_pretrained(tmp_path)
+    tokenizer = load_tokenizer("bundled:tiny-bpe")
+    tokenizer.add_bos_token, tokenizer.add_eos_token = True, True
+    tokenizer.save_pretrained(tmp_path)
+    stored = load_file(tmp_path / "model.safetensors")
+    assert "final_logits_bias" not in stored and "shared.weight" in stored
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["BartModel"]
+    reference = BartForConditionalGeneration.from_pretrained(tmp_path).eval()
+    loaded = zoo.load(f"hf:{tmp_path}")
+    assert not bool(loaded.language_model.final_logits_bias.any())
+    batch = loaded.processor(PROMPTS, targets=ANSWERS)
+    with torch.no_grad():
+        ours, theirs = loaded(**batch), reference(**reference_inputs(batch), labels=batch["labels"])
+    torch.testing.assert_close(ours.logits, theirs.logits, rtol=1e-4, atol=1e-4)
+    prompts = loaded.processor(PROMPTS)
+    ours = loaded.generate(**prompts, **GREEDY)
+    assert torch.equal(ours, reference.generate(**reference_inputs(prompts), **GREEDY)[:, 1:])
+    mixed = {**stored, "model.encoder.layers.0.fc1.bias": stored["encoder.layers.0.fc1.bias"]}
+    with pytest.raises(ValueError, match="fit no BART rule"):
+        bart_key_map(mixed)
 
 
 def test_the_config_becomes_a_spec_with_defaults_written_out():

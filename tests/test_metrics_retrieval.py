@@ -160,15 +160,20 @@ def test_dimension_mismatch_is_explained() -> None:
         retrieval_metrics(torch.ones(2, 3), GALLERY, [[0], [1]])
 
 
+@pytest.mark.parametrize("count_block_elements", [1, 5, 1 << 18])
 @pytest.mark.parametrize("kept_tile_bytes", [0, 64 << 20])
 @pytest.mark.parametrize("tile_elements", [1, 3, 8])
-def test_ranks_exact_across_cache_tiles(monkeypatch, tile_elements: int, kept_tile_bytes: int) -> None:
+def test_ranks_exact_across_cache_tiles(
+    monkeypatch, tile_elements: int, kept_tile_bytes: int, count_block_elements: int
+) -> None:
     """Tiny score tiles put tied items before, inside and after the positive's tile: ranks still match, whether
-    the tiles holding positives are kept between passes or computed again."""
+    the tiles holding positives are kept between passes or computed again, and whether a tile's rows are
+    counted one at a time, in blocks with a shorter last one, or all at once."""
     import tasks.metrics.retrieval as retrieval
 
     monkeypatch.setattr(retrieval, "_TILE_ELEMENTS", tile_elements)
     monkeypatch.setattr(retrieval, "_KEPT_TILE_BYTES", kept_tile_bytes)
+    monkeypatch.setattr(retrieval, "_COUNT_BLOCK_ELEMENTS", count_block_elements)
     gen = torch.Generator().manual_seed(1)
     q = torch.randint(-2, 3, (9, 2), generator=gen).float()
     g = torch.randint(-2, 3, (23, 2), generator=gen).float()  # 23 items over 25 values: many exact ties

@@ -228,6 +228,10 @@ def _load_hf_checkpoint(name: str, device: Any, dtype: Any, allow_dtype_cast: bo
         raise WeightsError(f"{name}: the tokenizer's placeholder ids {wrong} (ours, the checkpoint's) differ; the "
                            "checkpoint's tokenizer must hold its placeholder tokens at the ids its config.json names")
     state = checkpoint_state(weight_files(checkpoint, folder), conversion.key_map, name)
+    own = model.state_dict()
+    for key in conversion.zero_when_absent:  # tensors the family's files may lack, zero as the reference leaves them
+        if key not in state:
+            state[key] = torch.zeros_like(own[key])
     declared = {getattr(torch, config[k]) for k in ("torch_dtype", "dtype") if config.get(k) in DECLARABLE_DTYPES}
     load_state_strict(model, state, f"the weights of {name}", declared, allow_dtype_cast)
     model.card_meta = {"name": name}

@@ -7,7 +7,9 @@ A BART is an encoder–decoder text-to-text model with no modality encoders: the
 encoder's input and whose answer comes from the decoder, which starts from ``decoder_start_token_id`` (``</s>``).
 
 Every checkpoint key is ``model.*``, ``lm_head.weight`` or the ``final_logits_bias`` buffer and becomes
-``language_model.<key>``. transformers ties the encoder's and decoder's input embeddings and the LM head to
+``language_model.<key>``. A ``BartModel`` file holds the same ``model.*`` tensors without the ``model.`` prefix and
+no ``final_logits_bias``: its keys get the prefix, and the bias is zero, as transformers leaves it when it reads
+such a file into ``BartForConditionalGeneration``. transformers ties the encoder's and decoder's input embeddings and the LM head to
 ``model.shared.weight``; a file may hold several of those names (transformers 4 saved every copy, the Hub's
 safetensors conversions keep one, not always ``shared``): the first present is kept, a copy equal to it is
 dropped (the built model holds the tie), and a copy that differs is kept, which strict loading then refuses by
@@ -34,6 +36,8 @@ from zoo.converters.families import (
 from zoo.spec import SpecError, generation_from_checkpoint
 
 _KEY = re.compile(r"model\.(?:shared|encoder|decoder)\..+|lm_head\.weight|final_logits_bias")
+# a BartModel file: the same tensors as BartForConditionalGeneration's ``model.*``, without the prefix
+_BASE_MODEL_KEY = re.compile(r"(?:shared|encoder|decoder)\..+")
 # the names of BART's one tied embedding matrix, in the order a copy is kept
 _TIED = ("model.shared.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight",
          "lm_head.weight")
@@ -41,7 +45,11 @@ _TIED = ("model.shared.weight", "model.encoder.embed_tokens.weight", "model.deco
 
 def bart_key_map(state_dict: Mapping[str, Any]) -> dict[str, str | None]:
     """``{checkpoint key: zoo key, or None for a dropped copy of the tied embeddings}`` for every key of one
-    BartForConditionalGeneration checkpoint file."""
+    BartForConditionalGeneration or BartModel checkpoint file (a file mixing the two layouts is refused)."""
+    if state_dict and all(_BASE_MODEL_KEY.fullmatch(key) for key in state_dict):
+        prefixed = text_to_text_key_map({f"model.{key}": value for key, value in state_dict.items()}, _KEY, _TIED,
+                                        "BART", "BartModel")
+        return {key: prefixed[f"model.{key}"] for key in state_dict}
     return text_to_text_key_map(state_dict, _KEY, _TIED, "BART", "BartForConditionalGeneration")
 
 
@@ -81,4 +89,4 @@ def bart_family(config: Mapping[str, Any], pretrained: str, revision: str | None
     # the generation settings config.json holds beside the model's own fields (those stay in model_config)
     generation = generation_from_checkpoint({k: v for k, v in config.items() if k not in bart}, where)
     spec = text_to_text_spec({"model_type": "bart", **bart}, pretrained, revision, generation)
-    return Conversion("bart", spec, "bart")
+    return Conversion("bart", spec, "bart", zero_when_absent=("language_model.final_logits_bias",))

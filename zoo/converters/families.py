@@ -23,13 +23,15 @@ __all__ = ["CAUSAL_LM_RULES", "Conversion", "FamilyBuilder", "RenameRules", "con
 @dataclass(frozen=True)
 class Conversion:
     """What a family makes of one checkpoint: the zoo ``spec`` (plain data), the registered ``key_map`` its
-    safetensors load through, and the ``placeholder_ids`` (modality -> token id) the checkpoint was trained
-    with, which the built model's tokenizer must give its placeholders."""
+    safetensors load through, the ``placeholder_ids`` (modality -> token id) the checkpoint was trained
+    with, which the built model's tokenizer must give its placeholders, and the zoo keys a checkpoint of the
+    family may lack (``zero_when_absent``), which then hold zeros as the reference class leaves them."""
 
     family: str
     spec: dict[str, Any]
     key_map: str
     placeholder_ids: dict[str, int] = field(default_factory=dict)
+    zero_when_absent: tuple[str, ...] = ()
 
 
 FamilyBuilder = Callable[[Mapping[str, Any], str, "str | None"], Conversion]
