@@ -7,8 +7,7 @@ One entry of :data:`FAMILIES` per family, named by its ``model_type``: a tiny ra
 reference class (e.g. ``LlavaForConditionalGeneration``) and saved with ``save_pretrained`` (safetensors) in the
 Hub layout with its tokenizer and image processor or feature extractor, then loaded back twice: by the reference
 class (``from_pretrained``) and by the zoo (``zoo.load("hf:DIR")``, the family its config.json names). A family
-not registered (``zoo.registry.names("family")``) is skipped with the reason printed, except ``t5``, which is then
-loaded through a text-only ``hf-seq2seq-lm`` spec (``t5_spec``), and the output says which way each was loaded.
+not registered (``zoo.registry.names("family")``) is an error: every row measures the path users take.
 
 Each family gives two lines, measured in one run on the same batch (``--batch`` copies of one prompt, each with
 its own image or clip, so nothing is padded):
@@ -82,6 +81,10 @@ TINY_QFORMER = {"vocab_size": 640, "hidden_size": 32, "num_hidden_layers": 2, "n
 TINY_T5 = {"vocab_size": 608, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 2,
            "num_heads": 4, "relative_attention_num_buckets": 8, "relative_attention_max_distance": 32,
            "pad_token_id": 0, "eos_token_id": 2, "decoder_start_token_id": 0, "initializer_factor": 5.0}
+TINY_BART = {"vocab_size": 608, "d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
+             "decoder_attention_heads": 4, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "max_position_embeddings": 64,
+             "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 2,
+             "forced_eos_token_id": 2, "init_std": 0.2}
 
 
 @dataclass(frozen=True)
@@ -101,12 +104,10 @@ class Case:
 class Family:
     """A row: ``name`` is the checkpoint's ``model_type``, so the registry family of that name loads it;
     ``build(directory)`` saves a tiny checkpoint made with the reference class there and returns its
-    :class:`Case`. Where no such family is registered, ``fallback_spec(directory)`` (if any) is the zoo spec
-    that loads it instead."""
+    :class:`Case`."""
 
     name: str
     build: Callable[[Path], Case]
-    fallback_spec: Callable[[Path], dict[str, Any]] | None = None
 
 
 def _tokenizer(*special: str) -> Any:
@@ -270,11 +271,15 @@ def build_t5(directory: Path) -> Case:
     return Case(T5ForConditionalGeneration, PROMPT, {}, lambda items: {}, decoder_prompt="a red square")
 
 
-def t5_spec(directory: Path) -> dict[str, Any]:
-    """A text-only encoder–decoder spec on the checkpoint (what a ``t5`` family would have to build)."""
-    return {"type": "multimodal-lm", "encoders": {}, "projectors": {},
-            "backbone": {"type": "hf-seq2seq-lm", "config": {"pretrained": str(directory)}},
-            "tokenizer": {"type": "pretrained", "path": str(directory)}}
+def build_bart(directory: Path) -> Case:
+    """BART (text to text): the prompt, framed ``<s> text </s>`` as BART's tokenizer frames it, is the encoder's
+    input; decoding starts from ``</s>``."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    tokenizer = _tokenizer()
+    tokenizer.add_bos_token, tokenizer.add_eos_token = True, True
+    _save(directory, BartForConditionalGeneration(BartConfig(**TINY_BART)), tokenizer)
+    return Case(BartForConditionalGeneration, PROMPT, {}, lambda items: {}, decoder_prompt="a red square")
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -283,7 +288,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("blip-2", build_blip2),
     Family("instructblip", build_instructblip),
     Family("qwen2_audio", build_qwen2_audio),
-    Family("t5", build_t5, fallback_spec=t5_spec),
+    Family("t5", build_t5),
+    Family("bart", build_bart),
 )
 
 
@@ -359,20 +365,18 @@ class Line:
     check: str
 
 
-def measure(family: Family, directory: Path, args: argparse.Namespace) -> tuple[str, list[Line]]:
-    """The two lines of one family, and how the zoo model was loaded."""
+def measure(family: Family, directory: Path, args: argparse.Namespace) -> list[Line]:
+    """The two lines of one family, its zoo model loaded with ``zoo.load("hf:DIR")``."""
     import zoo
     from zoo import registry
 
     torch.manual_seed(0)
     case = family.build(directory)
-    if family.name in registry.names("family"):
-        how, source = f"zoo.load('hf:DIR'), family {family.name}", f"hf:{directory}"
-    else:
-        assert family.fallback_spec is not None
-        how, source = "zoo.load(spec), no family registered: the spec in t5_spec", family.fallback_spec(directory)
+    if family.name not in registry.names("family"):
+        raise SystemExit(f"no {family.name!r} family is registered (zoo.registry.names('family')); the row measures "
+                         "zoo.load('hf:DIR') through it")
     reference = case.reference_class.from_pretrained(directory).eval()
-    model = zoo.load(source).eval()
+    model = zoo.load(f"hf:{directory}").eval()
 
     prompts = [case.prompt] * args.batch
     raw = {modality: make(args.batch) for modality, make in case.items.items()}
@@ -409,7 +413,7 @@ def measure(family: Family, directory: Path, args: argparse.Namespace) -> tuple[
             timing = interleaved_ms(ref_call, zoo_call, args.warmup, args.repeats)
             peaks = (peak_call_bytes(ref_call), peak_call_bytes(zoo_call))
             lines.append(Line(f"{family.name} {label}", timing, weights, peaks, check))
-    return how, lines
+    return lines
 
 
 def main() -> None:
@@ -435,15 +439,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, median of {args.repeats} after "
           f"{args.warmup} warm-up; registered families: {', '.join(registered)}")
     lines: list[Line] = []
-    notes: list[str] = []
     with tempfile.TemporaryDirectory() as scratch:
         for family in (f for f in FAMILIES if f.name in args.families):
-            if family.name not in registered and family.fallback_spec is None:
-                notes.append(f"{family.name}: skipped: no {family.name!r} family is registered yet")
-                continue
-            how, measured = measure(family, Path(scratch) / family.name, args)
-            notes.append(f"{family.name}: {how}")
-            lines += measured
+            lines += measure(family, Path(scratch) / family.name, args)
     print(f"{'':26s} {'time':^31s}  {'memory: model + call peak':^26s} {'call':>6}")
     print(f"{'family':26s} {'ref ms':>8} {'zoo ms':>8} {'ratio':>6} {'best':>6}  {'ref MiB':>8} {'zoo MiB':>8} "
           f"{'ratio':>6} {'peak':>6}  check")
@@ -453,8 +451,6 @@ def main() -> None:
         t = line.time
         print(f"{line.label:26s} {t.reference_ms:8.2f} {t.zoo_ms:8.2f} {t.ratio:6.3f} {t.best_ratio:6.3f}  "
               f"{ref_mib:8.3f} {zoo_mib:8.3f} {zoo_mib / ref_mib:6.3f} {zoo_p / max(ref_p, 1):6.3f}  {line.check}")
-    for note in notes:
-        print(note)
     print(f"target: zoo / reference <= {TARGET} in time and in memory (time ratio: the median of the paired "
           "ratios; best: of the fastest calls; call peak: the calls' peaks alone, without the models)")
 
