@@ -25,6 +25,7 @@ from zoo.errors import WeightsError
 from zoo.io import load_safetensors, load_state_strict, sha256_file, tied_groups
 from zoo.models.dual_encoder import DualEncoder
 from zoo.models.multimodal_lm import MultimodalLM
+from zoo.models.multimodal_seq2seq_lm import MultimodalSeq2SeqLM
 from zoo.models.predictor import Predictor
 from zoo.models.template_model import TemplateModel
 from zoo.recipes import export_weights
@@ -93,7 +94,9 @@ def outputs(model: Any) -> list[Any]:
             placeholders = model.processor.placeholders
             prompts = [" ".join(placeholders[m] for m in sorted(placeholders)) + f" Describe item {i}." for i in (0, 1)]
             items = {m: [[ITEMS[m][i]] for i in (0, 1)] for m in placeholders}
-            batch = model.processor(prompts, items)
+            # an encoder-decoder's forward reads an answer as the decoder's input; a causal LM's reads none
+            targets = ["an answer", "another answer"] if isinstance(model, MultimodalSeq2SeqLM) else None
+            batch = model.processor(prompts, items, targets=targets)
             return [model(**batch).logits,
                     model.generate_text(prompts, items, max_new_tokens=4, do_sample=False, num_beams=1)]
         if isinstance(model, DualEncoder):

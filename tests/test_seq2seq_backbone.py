@@ -152,6 +152,13 @@ def test_a_bad_backbone_config_says_what_to_give(config, error):
         zoo.build(seq2seq_spec(config))
 
 
+def test_a_tokenizer_without_eos_is_refused_with_the_fix():
+    """An encoder-decoder ends every input and answer with EOS; BERT's WordPiece declares none."""
+    spec = {**seq2seq_spec({"model_config": TINY_T5}), "tokenizer": {"type": "bundled", "path": "bert-base-uncased"}}
+    with pytest.raises(ValueError, match=r"no EOS token.*tokenizer.eos_token = '\[SEP\]'"):
+        zoo.build(spec)
+
+
 # ---- a multimodal seq2seq model: molecule tokens in the encoder ----------------------------------------------
 
 MOLECULE_PROMPT = "<molecule> Which functional group?"
@@ -277,3 +284,36 @@ def test_packed_batching_is_refused(qa_file, tmp_path):
     with pytest.raises(TrainingError, match="batching='packed' is for causal LMs"):
         finetune(molecule_model(), "molecule-qa", qa_file, "full", tmp_path, max_steps=1, batch_size=4,
                  batching="packed", progress=False)
+
+
+# ---- the molcap-gnn-t5-tiny card: frozen pretrained GCN -> MLP -> a T5 trained here, captioning ChEBI-20 ------
+
+CAPTIONER = "molcap-gnn-t5-tiny"
+CHEBI20_SAMPLE = Path(__file__).resolve().parents[1] / "tasks" / "samples" / "chebi20-test-100.tsv"
+
+
+def test_the_captioning_card_builds_a_t5_whose_special_ids_are_its_tokenizers():
+    from zoo.cards import card
+    from zoo.recipes import Recipe
+
+    recipe = Recipe.from_card(CAPTIONER)
+    assert (recipe.task, recipe.stage, recipe.settings["frozen"]) == ("chebi20-graph-captioning", "full", ["encoders"])
+    model = zoo.build(card(CAPTIONER).spec)
+    tokenizer, config = model.processor.tokenizer, model.language_model.config
+    assert isinstance(model, MultimodalSeq2SeqLM) and config.model_type == "t5"
+    # T5 starts the decoder with its pad token; the labels end with the tokenizer's EOS, which stops generation
+    assert (config.pad_token_id, config.eos_token_id, config.decoder_start_token_id) == (
+        tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    assert model.language_model.get_input_embeddings().num_embeddings == config.vocab_size >= len(tokenizer)
+
+
+def test_the_captioning_card_reproduces_its_sample_numbers():
+    from zoo.cards import card
+
+    expected = {r["metric"]: r["value"] for r in card(CAPTIONER).eval_results if r.get("sample") == CHEBI20_SAMPLE.name}
+    assert {"bleu2", "bleu4", "rougeL_f_no_stemming", "meteor_exact"} <= set(expected)
+    results = evaluate(CAPTIONER, "chebi20-graph-captioning", CHEBI20_SAMPLE, batch_size=16, progress=False,
+                       report=False)
+    assert (results["num_rows"], results["num_failed"]) == (100, 0)
+    for metric, value in expected.items():
+        assert results["metrics"][metric] == pytest.approx(value, abs=1e-4), metric

@@ -257,6 +257,15 @@ class Seq2SeqProcessor(MultimodalProcessor):
     right-padded, whatever ``padding_side`` asks: the encoder reads it whole, so generation needs no left padding,
     and right padding keeps absolute positions (BART's) where the model learned them."""
 
+    def __init__(self, tokenizer: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(tokenizer, *args, **kwargs)
+        if tokenizer.eos_token_id is None:
+            raise ValueError(
+                "the tokenizer has no EOS token, which an encoder-decoder needs: it ends every encoder input and "
+                "every answer (the decoder learns to stop there). Use a tokenizer that declares one, or set it "
+                "before building the processor (BERT's WordPiece declares none: tokenizer.eos_token = '[SEP]')"
+            )
+
     def _answer_ids(self, target: str) -> list[int]:
         """The labels transformers trains this tokenizer's checkpoints on (``tokenizer(text_target=...)``: T5's
         ``answer </s>``, BART's ``<s> answer </s>``), so training and scoring match a fine-tuned checkpoint; ended
