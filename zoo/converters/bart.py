@@ -9,11 +9,11 @@ encoder's input and whose answer comes from the decoder, which starts from ``dec
 Every checkpoint key is ``model.*``, ``lm_head.weight`` or the ``final_logits_bias`` buffer and becomes
 ``language_model.<key>``. A ``BartModel`` file holds the same ``model.*`` tensors without the ``model.`` prefix and
 no ``final_logits_bias``: its keys get the prefix, and the bias is zero, as transformers leaves it when it reads
-such a file into ``BartForConditionalGeneration``. transformers ties the encoder's and decoder's input embeddings and the LM head to
-``model.shared.weight``; a file may hold several of those names (transformers 4 saved every copy, the Hub's
-safetensors conversions keep one, not always ``shared``): the first present is kept, a copy equal to it is
-dropped (the built model holds the tie), and a copy that differs is kept, which strict loading then refuses by
-name. Anything else fits no rule and is an error listing it.
+such a file into ``BartForConditionalGeneration``. transformers ties the encoder's and decoder's input embeddings
+and the LM head to ``model.shared.weight``; a file may hold several of those names (transformers 4 saved every
+copy, the Hub's safetensors conversions keep one, not always ``shared``): the first present is kept, a copy equal
+to it is dropped (the built model holds the tie), and a copy that differs is kept, which strict loading then
+refuses by name. Anything else fits no rule and is an error listing it.
 
 BART checkpoints keep their generation defaults (``forced_bos_token_id``, ``num_beams``, ``length_penalty``,
 ``no_repeat_ngram_size`` ...) in config.json, where transformers 5's model config drops them: :func:`bart_family`
