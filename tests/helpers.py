@@ -100,3 +100,20 @@ def run_and_kill_after_first_checkpoint(args: list[str], output_dir: Path, cwd: 
     assert process.returncode == -signal.SIGKILL, stderr[-3000:]
     assert visible(), f"no checkpoint within {timeout} s\n{stderr[-3000:]}"
     assert not (output_dir / "final").exists()  # killed mid-run
+
+
+def card_sample_numbers(name: str, task: str, sample: str) -> dict[str, float]:
+    """``{metric: value}`` of the card's ``eval_results`` rows for ``task`` on the shipped sample ``sample``."""
+    from zoo.cards import card
+
+    return {r["metric"]: r["value"] for r in card(name).eval_results
+            if r.get("task") == task and r.get("sample") == sample}
+
+
+def assert_reproduces(results: dict, expected: dict[str, float]) -> None:
+    """An evaluation with no failed row whose metrics equal a card's stated numbers (to the 4 decimals cards give)."""
+    import pytest
+
+    assert results["num_failed"] == 0
+    for metric, value in expected.items():
+        assert results["metrics"][metric] == pytest.approx(value, abs=1e-4), metric

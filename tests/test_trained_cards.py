@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 
 import zoo
-from zoo.cards import card
+from tests.helpers import assert_reproduces, card_sample_numbers
 from zoo.demo import DEMO_EVALS, generate_samples, sample_path
 
 needs_wheels = pytest.mark.skipif(
@@ -27,13 +27,8 @@ def generated(tmp_path_factory):
 @needs_wheels
 @pytest.mark.parametrize("demo", DEMO_EVALS, ids=lambda d: f"{d.model}-{d.task}")
 def test_card_sample_numbers_are_reproduced(demo, generated):
-    expected = {
-        r["metric"]: r["value"] for r in card(demo.model).eval_results
-        if r.get("task") == demo.task and r.get("sample") == demo.data
-    }
+    expected = card_sample_numbers(demo.model, demo.task, demo.data)
     assert set(demo.metrics) <= set(expected), f"{demo.model}'s card lacks sample numbers for {demo.metrics}"
     results = zoo.evaluate(demo.model, demo.task, sample_path(demo, generated), batch_size=16, progress=False,
                            **demo.overrides)
-    assert results["num_failed"] == 0
-    for metric, value in expected.items():
-        assert results["metrics"][metric] == pytest.approx(value, abs=1e-4), metric
+    assert_reproduces(results, expected)
